@@ -1,0 +1,1 @@
+"""The worker's engine: job parsing, storage, segmentation, edits, encoding, callbacks, pipeline."""

@@ -1,0 +1,92 @@
+"""The worker's exceptions, one tree, each leaf carrying the contract's error code.
+
+    WorkerError (INTERNAL_ERROR)
+    ├── JobParseError              the job cannot be parsed at all -> {"error": ...}, no callbacks
+    ├── InvalidMessage             INVALID_MESSAGE   usable envelope, bad rules
+    ├── InvalidKey                 INVALID_KEY       a key outside the caller's prefixes
+    ├── InputError
+    │   ├── InputNotFound          INPUT_NOT_FOUND
+    │   ├── InputTooLarge          INPUT_TOO_LARGE
+    │   └── UnsupportedImage       UNSUPPORTED_IMAGE
+    ├── StorageError               STORAGE_ERROR
+    ├── SegmentationError          SEGMENTATION_ERROR
+    │   ├── SegmentationUnavailable  SEGMENTATION_UNAVAILABLE
+    │   └── GpuOutOfMemory           GPU_OUT_OF_MEMORY
+    ├── MasksNotFound              MASKS_NOT_FOUND
+    └── WorkerTimeout              TIMEOUT
+
+Adapters (storage, segmenter, callback, platform) turn their libraries' errors into these at
+their edge with ``raise ... from exc``; the pipeline maps any exception to a code in one place,
+``error_code_of``. Messages are short and for humans: no stack traces, secrets or paths.
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class JobParseError(WorkerError):
+    code = "INVALID_MESSAGE"
+
+
+class InvalidMessage(WorkerError):
+    code = "INVALID_MESSAGE"
+
+
+class InvalidKey(WorkerError):
+    code = "INVALID_KEY"
+
+
+class InputError(WorkerError):
+    code = "UNSUPPORTED_IMAGE"
+
+
+class InputNotFound(InputError):
+    code = "INPUT_NOT_FOUND"
+
+
+class InputTooLarge(InputError):
+    code = "INPUT_TOO_LARGE"
+
+
+class UnsupportedImage(InputError):
+    code = "UNSUPPORTED_IMAGE"
+
+
+class StorageError(WorkerError):
+    code = "STORAGE_ERROR"
+
+
+class SegmentationError(WorkerError):
+    code = "SEGMENTATION_ERROR"
+
+
+class SegmentationUnavailable(SegmentationError):
+    code = "SEGMENTATION_UNAVAILABLE"
+
+
+class GpuOutOfMemory(SegmentationError):
+    code = "GPU_OUT_OF_MEMORY"
+
+
+class MasksNotFound(WorkerError):
+    code = "MASKS_NOT_FOUND"
+
+
+class WorkerTimeout(WorkerError):
+    code = "TIMEOUT"
+
+
+def error_code_of(exc: BaseException) -> tuple[str, str]:
+    """(code, human message) for any exception; unknown ones never leak their text."""
+    if isinstance(exc, WorkerError):
+        return exc.code, exc.message
+    if isinstance(exc, TimeoutError):
+        return "TIMEOUT", "the item did not finish in time"
+    return "INTERNAL_ERROR", "internal error while processing the item"

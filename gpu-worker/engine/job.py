@@ -1,0 +1,161 @@
+"""The job message (contract section 2), parsed in two steps.
+
+1. ``parse_envelope``: what is needed to report on every item (job id, items with idx,
+   callback url, idempotency prefix). Failing here means nobody can be told per item, so
+   the caller answers ``{"error": ...}`` (``JobParseError``).
+2. ``parse_job``: the rest (user, preset, stage, rules, keys' shape). Failing here is
+   ``InvalidMessage``: every item gets a ``failed`` callback with ``INVALID_MESSAGE``.
+
+Key scoping (``check_item_keys``) is per item: a bad key fails that item with ``INVALID_KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from engine.errors import InvalidKey, InvalidMessage, JobParseError
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+MAX_ITEMS = 500
+MAX_KEY_LENGTH = 1024
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class EnvelopeItem(_Model):
+    idx: int = Field(ge=0, le=1_000_000)
+
+
+class Envelope(_Model):
+    job_id: Identifier
+    idempotency_prefix: Identifier
+    callback_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    items: list[EnvelopeItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+    @field_validator("items")
+    @classmethod
+    def _unique_idx(cls, items: list[EnvelopeItem]) -> list[EnvelopeItem]:
+        seen: set[int] = set()
+        for item in items:
+            if item.idx in seen:
+                raise ValueError(f"idx {item.idx} appears more than once")
+            seen.add(item.idx)
+        return items
+
+
+class Item(_Model):
+    idx: int = Field(ge=0)
+    # A missing or empty key fails only its item (INVALID_KEY), so these default to "".
+    input_key: str = ""
+    output_key: str = ""
+    preview_key: str = ""
+
+
+class ToneParams(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    brightness: float = Field(0.0, ge=-1, le=1)
+    contrast: float = Field(0.0, ge=-1, le=1)
+    saturation: float = Field(0.0, ge=-1, le=1)
+    temperature: float = Field(0.0, ge=-1, le=1)
+
+
+class Rule(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    action: Literal["recolor", "tone", "remove"]
+    value: str | ToneParams | None = None
+    instances: list[Annotated[int, Field(ge=0)]] | None = None
+
+
+class Job(_Model):
+    job_id: Identifier
+    user_id: Identifier
+    preset: str
+    stage: Literal["full", "segment", "apply"] = "full"
+    concepts: dict[str, Rule] = Field(default_factory=dict)
+    protect: list[str] = Field(default_factory=list)
+    items: list[Item] = Field(min_length=1, max_length=MAX_ITEMS)
+    callback_url: str
+    idempotency_prefix: Identifier
+    batch_concurrency: int | None = Field(None, ge=1, le=32)
+
+    def fingerprint(self) -> str:
+        """What makes a result reusable on redelivery (contract section 6)."""
+        rules = {name: rule.model_dump(mode="json") for name, rule in sorted(self.concepts.items())}
+        basis = {"job": self.job_id, "preset": self.preset, "stage": self.stage,
+                 "concepts": rules, "protect": sorted(self.protect)}
+        return json.dumps(basis, sort_keys=True, separators=(",", ":"))
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:8]:
+        where = ".".join(str(p) for p in err["loc"]) or "job"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def unwrap_event(raw: Any) -> Any:
+    """Accept a Runpod-style ``{"input": {...}}`` or the bare job; JSON text is decoded."""
+    if isinstance(raw, (bytes, bytearray)):
+        raw = raw.decode("utf-8", errors="replace")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise JobParseError(f"job is not valid JSON ({exc.msg} at position {exc.pos})") from exc
+    if isinstance(raw, dict) and "input" in raw and "items" not in raw:
+        raw = raw["input"]
+    if not isinstance(raw, dict):
+        raise JobParseError("job must be a JSON object")
+    return raw
+
+
+def parse_envelope(raw: Any) -> Envelope:
+    try:
+        return Envelope.model_validate(raw)
+    except ValidationError as exc:
+        raise JobParseError(f"invalid job envelope: {_describe(exc)}") from exc
+
+
+def parse_job(raw: dict[str, Any]) -> Job:
+    try:
+        return Job.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid job: {_describe(exc)}") from exc
+
+
+def _check_key(key: str, prefix: str, field: str) -> None:
+    if not key:
+        raise InvalidKey(f"{field} is missing")
+    if not key.startswith(prefix) or len(key) <= len(prefix):
+        raise InvalidKey(f"{field} must start with {prefix}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKey(f"{field} is longer than {MAX_KEY_LENGTH} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise InvalidKey(f"{field} contains control characters")
+    if "\\" in key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise InvalidKey(f"{field} has an empty, '.' or '..' path segment")
+
+
+def check_item_keys(job: Job, item: Item) -> None:
+    """Keys must sit under the caller's own prefixes; raises ``InvalidKey`` before any storage call."""
+    _check_key(item.input_key, f"inputs/{job.user_id}/{job.job_id}/", "input_key")
+    _check_key(item.output_key, f"outputs/{job.user_id}/{job.job_id}/", "output_key")
+    _check_key(item.preview_key, f"previews/{job.user_id}/{job.job_id}/", "preview_key")
+
+
+def mask_key(job: Job, idx: int, concept: str) -> str:
+    return f"masks/{job.user_id}/{job.job_id}/{idx}_{concept}.png"
+
+
+def instances_key(job: Job, idx: int) -> str:
+    return f"masks/{job.user_id}/{job.job_id}/{idx}_instances.json"
+
+
+def idempotency_key(prefix: str, idx: int) -> str:
+    return f"{prefix}:{idx}:0"

@@ -1,0 +1,116 @@
+"""Text-prompted segmentation behind one small interface.
+
+``Segmenter.segment`` takes a batch of photos (RGB uint8, already at the result's size) and the
+concepts to find, and returns one ``Segmentation`` per photo: for each concept its instances and
+their union, all as boolean masks at the photo's size. It is synchronous and blocking (GPU work);
+the pipeline calls it from a worker thread.
+
+Implementations: ``Sam3Segmenter`` (engine/sam3.py) and ``FileMaskSegmenter`` here, a test double
+that serves masks stored as PNG files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from engine.errors import SegmentationUnavailable
+from presets import Concept
+
+
+@dataclass
+class Instance:
+    id: int
+    score: float
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in result pixels (x1, y1 exclusive)
+    mask: np.ndarray  # bool, H x W
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+
+@dataclass
+class ConceptMasks:
+    concept: str
+    union: np.ndarray  # bool, H x W
+    instances: list[Instance] = field(default_factory=list)
+
+
+Segmentation = dict[str, ConceptMasks]
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    image: np.ndarray  # uint8, H x W x 3, RGB
+    image_id: str  # the input key; for logs and for the file double
+
+
+class Segmenter(Protocol):
+    def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]: ...
+
+
+def bbox_of(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if len(ys) == 0:
+        return (0, 0, 0, 0)
+    return (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
+
+
+def instances_from_union(union: np.ndarray, multi_instance: bool, score: float = 1.0) -> list[Instance]:
+    """Split a union mask into instances (connected components for multi-instance concepts)."""
+    if not union.any():
+        return []
+    if not multi_instance:
+        return [Instance(0, score, bbox_of(union), union)]
+    count, labels = cv2.connectedComponents(union.astype(np.uint8), connectivity=8)
+    instances = []
+    for label in range(1, count):
+        mask = labels == label
+        instances.append(Instance(len(instances), score, bbox_of(mask), mask))
+    return instances
+
+
+class FileMaskSegmenter:
+    """Serves ``{root}/{image_id without extension}/{Concept}.png`` (any nonzero pixel is in).
+
+    A concept with no file gets an empty mask; a photo with no folder at all is
+    ``SegmentationUnavailable``, so a misconfigured double fails loudly instead of editing nothing.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.calls = 0
+
+    def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]:
+        self.calls += 1
+        return [self._one(req, concepts) for req in requests]
+
+    def _one(self, req: SegmentRequest, concepts: Sequence[Concept]) -> Segmentation:
+        folder = self.root / Path(req.image_id).with_suffix("")
+        if not folder.is_dir():
+            raise SegmentationUnavailable(
+                "no segmentation model is loaded and the file segmenter has no masks for this photo"
+            )
+        h, w = req.image.shape[:2]
+        result: Segmentation = {}
+        for concept in concepts:
+            path = folder / f"{concept.name}.png"
+            if path.is_file():
+                with Image.open(path) as img:
+                    mask_img = img.convert("L")
+                    if mask_img.size != (w, h):
+                        mask_img = mask_img.resize((w, h), Image.Resampling.NEAREST)
+                    union = np.asarray(mask_img) > 0
+            else:
+                union = np.zeros((h, w), dtype=bool)
+            result[concept.name] = ConceptMasks(
+                concept.name, union, instances_from_union(union, concept.multi_instance)
+            )
+        return result
