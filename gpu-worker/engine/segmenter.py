@@ -114,3 +114,13 @@ class FileMaskSegmenter:
                 concept.name, union, instances_from_union(union, concept.multi_instance)
             )
         return result
+
+
+class UnavailableSegmenter:
+    """Stands in when no model could be loaded: segmentation fails, ``apply`` jobs still run."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]:
+        raise SegmentationUnavailable(self.reason)

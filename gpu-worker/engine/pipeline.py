@@ -1,0 +1,284 @@
+"""One job from message to stored results and signed callbacks.
+
+Per item, in stages: check keys -> reuse a finished result (redelivery) -> download -> decode
+-> masks (segment, or load the stored ones for ``apply``) -> apply rules -> encode -> upload
+-> callback. At most ``batch_concurrency`` items are in flight; each item's callback is sent
+in its own task so a receiver that needs retries never holds up the other items. Every
+exception is mapped to a contract error code in one place (``errors.error_code_of``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from engine.applier import Edit, apply_edits
+from engine.callback import CallbackSender, Delivery
+from engine.errors import InputNotFound, JobParseError, MasksNotFound, WorkerError, error_code_of
+from engine.job import (Envelope, Item, Job, check_item_keys, idempotency_key, instances_key,
+                        mask_key, parse_envelope, parse_job, unwrap_event)
+from engine.logs import Stopwatch, idx_var, job_id_var
+from engine.postprocess import (DecodedImage, decode_image, decode_instances, decode_mask, encode_instances,
+                                encode_mask, encode_png, encode_thumbnail)
+from engine.rules import Plan, make_plan
+from engine.segmenter import ConceptMasks, Segmentation, SegmentRequest, Segmenter, instances_from_union
+from engine.settings import Settings
+from engine.storage import Storage
+from presets import Concept
+
+log = logging.getLogger("worker.pipeline")
+
+PNG = "image/png"
+JPEG = "image/jpeg"
+JSON = "application/json"
+
+
+@dataclass
+class ItemReport:
+    idx: int
+    status: Literal["done", "failed"]
+    output_key: str | None = None
+    preview_key: str | None = None
+    mask_keys: dict[str, str] = field(default_factory=dict)
+    instances_key: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+
+    @classmethod
+    def failure(cls, idx: int, exc: BaseException) -> ItemReport:
+        code, message = error_code_of(exc)
+        return cls(idx, "failed", error=message, error_code=code)
+
+    def callback_payload(self, job_id: str, key: str) -> dict[str, Any]:
+        return {
+            "job_id": job_id, "idx": self.idx, "status": self.status,
+            "output_key": self.output_key, "preview_key": self.preview_key,
+            "mask_keys": self.mask_keys, "instances_key": self.instances_key,
+            "error": self.error, "error_code": self.error_code, "idempotency_key": key,
+        }
+
+    def summary(self, delivery: Delivery) -> dict[str, Any]:
+        return {
+            "idx": self.idx, "status": self.status, "output_key": self.output_key,
+            "preview_key": self.preview_key, "error": self.error, "error_code": self.error_code,
+            "callback": "delivered" if delivery.delivered else "undelivered",
+        }
+
+
+ItemListener = Callable[[ItemReport, Delivery], None]
+
+
+def job_status(reports: Sequence[ItemReport]) -> str:
+    done = sum(r.status == "done" for r in reports)
+    return "completed" if done == len(reports) else ("failed" if done == 0 else "partial")
+
+
+def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], np.ndarray | None]:
+    """Each rule's mask (limited to its instances) and the union of the protect masks."""
+    edits = []
+    for rule in plan.rules:
+        concept = masks[rule.concept]
+        if rule.instances is None:
+            region = concept.union
+        else:
+            region = np.zeros_like(concept.union)
+            for inst in concept.instances:
+                if inst.id in rule.instances:
+                    region |= inst.mask
+        edits.append(Edit(rule.op, region))
+    protect = None
+    for name in plan.protect:
+        protect = masks[name].union.copy() if protect is None else protect | masks[name].union
+    return edits, protect
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        segmenter: Segmenter,
+        callbacks: CallbackSender,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.segmenter = segmenter
+        self.callbacks = callbacks
+        self._gpu = asyncio.Lock()  # one segmentation call on the device at a time
+
+    # -- job ---------------------------------------------------------------------------------
+
+    async def run_job(self, raw: Any, on_item_done: ItemListener | None = None) -> dict[str, Any]:
+        """Run one job; returns contract section 5's shape, or ``{"error": ...}`` when unparseable.
+
+        ``on_item_done`` hears each item's report once its callback has ended (for progress).
+        """
+        try:
+            event = unwrap_event(raw)
+            envelope = parse_envelope(event)
+        except JobParseError as exc:
+            log.warning("job.rejected", extra={"reason": exc.message})
+            return {"error": exc.message}
+        job_id_var.set(envelope.job_id)
+        watch = Stopwatch()
+        try:
+            job = parse_job(event)
+            plan = make_plan(job)
+        except WorkerError as exc:
+            log.warning("job.invalid", extra={"reason": exc.message})
+            reports = [ItemReport.failure(item.idx, exc) for item in envelope.items]
+            deliveries = await asyncio.gather(*(self._deliver(envelope, r, on_item_done) for r in reports))
+            return self._result(envelope, reports, deliveries, watch)
+
+        log.info("job.start", extra={"items": len(job.items), "stage": job.stage, "preset": job.preset})
+        limit = asyncio.Semaphore(job.batch_concurrency or self.settings.batch_concurrency)
+        callback_tasks: dict[int, asyncio.Task[Delivery]] = {}
+
+        async def run_item(item: Item) -> ItemReport:
+            idx_var.set(item.idx)
+            async with limit:
+                report = await self._run_item(job, plan, item)
+            callback_tasks[item.idx] = asyncio.create_task(self._deliver(envelope, report, on_item_done))
+            return report
+
+        reports = await asyncio.gather(*(run_item(item) for item in job.items))
+        deliveries = [await callback_tasks[r.idx] for r in reports]
+        return self._result(envelope, reports, deliveries, watch)
+
+    def _result(self, envelope: Envelope, reports: Sequence[ItemReport], deliveries: Sequence[Delivery],
+                watch: Stopwatch) -> dict[str, Any]:
+        status = job_status(reports)
+        undelivered = sum(not d.delivered for d in deliveries)
+        log.info("job.end", extra={"status": status, "ms": watch.ms(), "undelivered_callbacks": undelivered})
+        return {"job_id": envelope.job_id, "status": status,
+                "items": [r.summary(d) for r, d in zip(reports, deliveries)]}
+
+    async def _deliver(self, envelope: Envelope, report: ItemReport, on_item_done: ItemListener | None) -> Delivery:
+        idx_var.set(report.idx)
+        key = idempotency_key(envelope.idempotency_prefix, report.idx)
+        try:
+            delivery = await self.callbacks.send(envelope.callback_url, report.callback_payload(envelope.job_id, key), key)
+        except Exception as exc:  # a sender bug must not lose the item's report
+            log.error("callback.error", exc_info=exc)
+            delivery = Delivery(False, 0, reason="internal error while sending the callback")
+        level = logging.INFO if delivery.delivered else logging.WARNING
+        log.log(level, "callback.end", extra={"delivered": delivery.delivered, "attempts": delivery.attempts,
+                                              "http_status": delivery.status, "reason": delivery.reason})
+        if on_item_done is not None:
+            on_item_done(report, delivery)
+        return delivery
+
+    # -- item --------------------------------------------------------------------------------
+
+    async def _run_item(self, job: Job, plan: Plan, item: Item) -> ItemReport:
+        watch = Stopwatch()
+        try:
+            report = await asyncio.wait_for(self._process(job, plan, item), self.settings.item_timeout_sec)
+        except Exception as exc:
+            report = ItemReport.failure(item.idx, exc)
+            known = isinstance(exc, (WorkerError, TimeoutError))
+            log.log(logging.WARNING if known else logging.ERROR, "item.failed",
+                    extra={"error_code": report.error_code, "error": report.error, "ms": watch.ms()},
+                    exc_info=None if known else exc)
+            return report
+        log.info("item.done", extra={"ms": watch.ms()})
+        return report
+
+    async def _process(self, job: Job, plan: Plan, item: Item) -> ItemReport:
+        check_item_keys(job, item)
+        fingerprint = hashlib.sha256(f"{job.fingerprint()}|{item.input_key}".encode()).hexdigest()
+        marker = instances_key(job, item.idx) if job.stage == "segment" else item.output_key
+        previous = await self.storage.head(marker)
+        if previous is not None and previous.get("fingerprint") == fingerprint:
+            log.info("item.reused", extra={"key": marker})
+            return self._report(job, item, previous)
+
+        data = await self.storage.get(item.input_key, self.settings.max_input_bytes)
+        image = await asyncio.to_thread(
+            decode_image, data, max_pixels=self.settings.max_input_pixels, max_side=self.settings.max_output_side
+        )
+        concepts = plan.concepts_to_find()
+        needs_instances = job.stage == "segment" or any(r.instances is not None for r in plan.rules)
+        if job.stage == "apply":
+            masks = await self._load_masks(job, item.idx, concepts, image.size, needs_instances)
+        else:
+            masks = await self._segment(image, item.input_key, concepts)
+            await self._store_masks(job, item.idx, masks, image.size)
+
+        meta = {"fingerprint": fingerprint, "mask-concepts": ",".join(c.name for c in concepts),
+                "instances": "1" if (job.stage != "apply" or needs_instances) else "0"}
+        if job.stage == "segment":
+            await self.storage.put(marker, encode_instances(masks, image.size), JSON, meta)
+            return self._report(job, item, meta)
+        if job.stage == "full":
+            await self.storage.put(instances_key(job, item.idx), encode_instances(masks, image.size), JSON)
+        png, thumb = await asyncio.to_thread(self._render, plan, image, masks)
+        await self.storage.put(item.preview_key, thumb, JPEG)
+        # The result goes last: its presence (with the fingerprint) marks the item finished.
+        await self.storage.put(item.output_key, png, PNG, meta)
+        return self._report(job, item, meta)
+
+    def _report(self, job: Job, item: Item, meta: dict[str, str]) -> ItemReport:
+        concepts = [c for c in meta.get("mask-concepts", "").split(",") if c]
+        has_result = job.stage != "segment"
+        return ItemReport(
+            idx=item.idx, status="done",
+            output_key=item.output_key if has_result else None,
+            preview_key=item.preview_key if has_result else None,
+            mask_keys={c: mask_key(job, item.idx, c) for c in concepts},
+            instances_key=instances_key(job, item.idx) if meta.get("instances") == "1" else None,
+        )
+
+    def _render(self, plan: Plan, image: DecodedImage, masks: Segmentation) -> tuple[bytes, bytes]:
+        edits, protect = edits_for(plan, masks)
+        result = apply_edits(image.rgb, edits, protect)
+        png = encode_png(result, image.alpha, image.icc_profile, self.settings.png_compress_level)
+        return png, encode_thumbnail(result, self.settings.thumbnail_side)
+
+    # -- masks -------------------------------------------------------------------------------
+
+    async def _segment(self, image: DecodedImage, image_id: str, concepts: list[Concept]) -> Segmentation:
+        request = SegmentRequest(image.rgb, image_id)
+        async with self._gpu:
+            (segmentation,) = await asyncio.to_thread(self.segmenter.segment, [request], concepts)
+        return segmentation
+
+    async def _store_masks(self, job: Job, idx: int, masks: Segmentation, size: tuple[int, int]) -> None:
+        encoded = await asyncio.to_thread(lambda: {n: encode_mask(m.union) for n, m in masks.items()})
+        await asyncio.gather(*(self.storage.put(mask_key(job, idx, n), data, PNG) for n, data in encoded.items()))
+
+    async def _load_masks(self, job: Job, idx: int, concepts: list[Concept], size: tuple[int, int],
+                          needs_instances: bool) -> Segmentation:
+        async def load(concept: Concept) -> tuple[Concept, np.ndarray]:
+            key = mask_key(job, idx, concept.name)
+            data = await self._get_stored(key)
+            mask = await asyncio.to_thread(decode_mask, data, size)
+            if mask is None:
+                raise MasksNotFound(f"stored mask {key} is not a mask of the result's size {size[0]}x{size[1]}")
+            return concept, mask
+
+        loaded = await asyncio.gather(*(load(c) for c in concepts))
+        instances: dict[str, list] = {}
+        if needs_instances:
+            key = instances_key(job, idx)
+            data = await self._get_stored(key)
+            try:
+                instances = await asyncio.to_thread(decode_instances, data, size)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise MasksNotFound(f"stored instances file {key} is unreadable or for another size") from exc
+        return {
+            c.name: ConceptMasks(c.name, mask, instances.get(c.name) or instances_from_union(mask, c.multi_instance))
+            for c, mask in loaded
+        }
+
+    async def _get_stored(self, key: str) -> bytes:
+        try:
+            return await self.storage.get(key, self.settings.max_input_bytes)
+        except InputNotFound as exc:
+            raise MasksNotFound(f"no stored mask at {key}; run stage segment or full first") from exc

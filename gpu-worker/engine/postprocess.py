@@ -1,0 +1,204 @@
+"""Image decode and encode: what goes into the pipeline and what is written back.
+
+Decode: format check, pixel limit before decoding (decompression bombs), EXIF orientation,
+every mode brought to 8-bit RGB (+ alpha), scaled so the longest side fits the output limit.
+Encode: result PNG (ICC kept), JPEG thumbnail, 0/255 mask PNGs, the instances file.
+
+Instances file (``{idx}_instances.json``)::
+
+    {"width": W, "height": H,
+     "concepts": {"Door": [{"id": 0, "score": 0.91, "bbox": [x0, y0, x1, y1], "area": 1234,
+                            "rle": [z0, o0, z1, o1, ...]}]}}
+
+``rle`` is the instance mask in the result's pixel space, row-major (C order) over the whole
+W x H image, as alternating run lengths that start with a run of zeros (possibly 0).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.errors import InputTooLarge, UnsupportedImage
+from engine.segmenter import ConceptMasks, Instance, Segmentation, bbox_of
+
+SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "HEIF"}
+
+try:  # HEIC where supported: pillow-heif registers the HEIF format with Pillow.
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - optional
+    pass
+
+# We check the pixel count ourselves, before decoding, with our own limit.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # uint8 H x W x 3
+    alpha: np.ndarray | None  # uint8 H x W, when the input has transparency
+    icc_profile: bytes | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def _to_8bit_rgba(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """(RGB image, alpha channel or None) for any Pillow mode."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.uint32)
+        peak = 65535 if img.mode.startswith("I;16") or arr.max() > 255 else 255
+        img = Image.fromarray((arr * 255 // peak).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" or img.mode == "PA":
+        img = img.convert("RGBA" if ("transparency" in img.info or img.mode == "PA") else "RGB")
+    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+        alpha = img.getchannel("A")
+        return img.convert("RGB"), alpha
+    return img.convert("RGB"), None
+
+
+def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage:
+    if not data:
+        raise UnsupportedImage("the input is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            if img.format not in SUPPORTED_FORMATS:
+                raise UnsupportedImage(f"unsupported image format {img.format}; use JPEG, PNG, WebP or HEIC")
+            width, height = img.size
+            if width * height > max_pixels:
+                raise InputTooLarge(f"image is {width}x{height}; the limit is {max_pixels} pixels (MAX_INPUT_PIXELS)")
+            if width < 1 or height < 1:
+                raise UnsupportedImage("image has no pixels")
+            _decode_reduced(img, max_side)
+            img.load()
+            source_mode = img.mode
+            icc = img.info.get("icc_profile")
+            img = ImageOps.exif_transpose(img)
+            rgb, alpha = _to_8bit_rgba(img)
+    except (UnsupportedImage, InputTooLarge):
+        raise
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImage("the input is not a recognised image") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnsupportedImage("the image is truncated or corrupt") from exc
+    # An ICC profile describes the source's colour space: keep it only when that is RGB.
+    if source_mode not in ("RGB", "RGBA", "P", "PA"):
+        icc = None
+    rgb, alpha = _fit(rgb, alpha, max_side)
+    return DecodedImage(np.asarray(rgb), None if alpha is None else np.asarray(alpha), icc)
+
+
+def _decode_reduced(img: Image.Image, max_side: int) -> None:
+    """For JPEG, let the decoder skip resolution we would throw away (DCT scaling)."""
+    if img.format in ("JPEG", "MPO") and max(img.size) > 2 * max_side:
+        scale = max(img.size) / max_side
+        img.draft(img.mode, (int(img.size[0] / scale * 1.01) + 1, int(img.size[1] / scale * 1.01) + 1))
+
+
+def _fit(rgb: Image.Image, alpha: Image.Image | None, max_side: int) -> tuple[Image.Image, Image.Image | None]:
+    width, height = rgb.size
+    if max(width, height) <= max_side:
+        return rgb, alpha
+    scale = max_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if alpha is not None:
+        alpha = alpha.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return rgb, alpha
+
+
+def encode_png(rgb: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | None, compress_level: int) -> bytes:
+    img = Image.fromarray(rgb, "RGB")
+    if alpha is not None:
+        img = img.convert("RGBA")
+        img.putalpha(Image.fromarray(alpha, "L"))
+    out = io.BytesIO()
+    params: dict[str, object] = {"compress_level": compress_level}
+    if icc_profile:
+        params["icc_profile"] = icc_profile
+    img.save(out, format="PNG", **params)
+    return out.getvalue()
+
+
+def encode_thumbnail(rgb: np.ndarray, side: int, quality: int = 85) -> bytes:
+    img = Image.fromarray(rgb, "RGB")
+    img.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=quality, optimize=True)
+    return out.getvalue()
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255, "L").save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def decode_mask(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
+    """A stored mask as bool H x W, or None when it is not a mask of this size."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.size != size:
+                return None
+            return np.asarray(img.convert("L")) > 127
+    except (OSError, ValueError, UnidentifiedImageError):
+        return None
+
+
+def rle_encode(mask: np.ndarray) -> list[int]:
+    flat = mask.reshape(-1).astype(np.int8)
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate(([0], changes, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return runs if flat.size == 0 or flat[0] == 0 else [0, *runs]
+
+
+def rle_decode(runs: list[int], width: int, height: int) -> np.ndarray:
+    if sum(runs) != width * height:
+        raise ValueError("run lengths do not cover the image")
+    values = np.arange(len(runs)) % 2 == 1
+    return np.repeat(values, runs).reshape(height, width)
+
+
+def encode_instances(segmentation: Segmentation, size: tuple[int, int]) -> bytes:
+    width, height = size
+    concepts = {
+        name: [
+            {"id": inst.id, "score": round(float(inst.score), 4), "bbox": list(inst.bbox),
+             "area": inst.area, "rle": rle_encode(inst.mask)}
+            for inst in masks.instances
+        ]
+        for name, masks in segmentation.items()
+    }
+    return json.dumps({"width": width, "height": height, "concepts": concepts}, separators=(",", ":")).encode()
+
+
+def decode_instances(data: bytes, size: tuple[int, int]) -> dict[str, list[Instance]]:
+    doc = json.loads(data)
+    width, height = size
+    if (doc.get("width"), doc.get("height")) != (width, height):
+        raise ValueError("instances file is for another image size")
+    return {
+        name: [
+            Instance(int(e["id"]), float(e["score"]), tuple(e["bbox"]), rle_decode(e["rle"], width, height))
+            for e in entries
+        ]
+        for name, entries in doc["concepts"].items()
+    }
+
+
+def concept_masks_from_union(name: str, union: np.ndarray) -> ConceptMasks:
+    return ConceptMasks(name, union, [Instance(0, 1.0, bbox_of(union), union)] if union.any() else [])
