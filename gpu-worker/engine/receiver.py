@@ -34,7 +34,8 @@ class LoopbackReceiver:
     secret: str
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port
-    statuses: list[int] = field(default_factory=list)  # answers to give in turn, then 200/401
+    # Answers to give in turn (per Idempotency-Key, or "*" for any key); then 200, or 401 if unverified.
+    statuses: dict[str, list[int]] = field(default_factory=dict)
     received: list[ReceivedCallback] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -50,7 +51,8 @@ class LoopbackReceiver:
                     receiver.received.append(
                         ReceivedCallback(self.path, dict(self.headers.items()), body, verified, duplicate)
                     )
-                    status = receiver.statuses.pop(0) if receiver.statuses else (200 if verified else 401)
+                    queued = receiver.statuses.get(key) or receiver.statuses.get("*")
+                    status = queued.pop(0) if queued else (200 if verified else 401)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
