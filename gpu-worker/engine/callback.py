@@ -116,7 +116,12 @@ async def check_callback_url(url: str, allowed_hosts: Sequence[str], resolver: R
     if parts.scheme != "https":
         raise CallbackRefused("callback_url must use https (set CALLBACK_ALLOWED_HOSTS to allow http hosts)")
     try:
-        addresses = await resolver(host, port or 443)
+        ipaddress.ip_address(host)
+        addresses = [host]  # a literal address is checked as it is, never resolved
+    except ValueError:
+        addresses = []
+    try:
+        addresses = addresses or await resolver(host, port or 443)
     except OSError as exc:
         raise CallbackRefused(f"callback host {host} does not resolve") from exc
     if not addresses or not all(_is_public(a) for a in addresses):

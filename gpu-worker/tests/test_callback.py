@@ -1,0 +1,175 @@
+"""Callbacks on the wire: body, headers, signature, retries, host policy (respx)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import httpx
+import pytest
+import respx
+
+from engine.callback import (HttpCallbackSender, authorization_header, check_callback_url, CallbackRefused,
+                             retry_delay, sign, verify_callback)
+
+SECRET = "s3cr3t-value"
+URL = "https://hooks.example.com/jobs/job_123/callback"
+PAYLOAD = {"job_id": "job_123", "idx": 0, "status": "done", "idempotency_key": "job_123:0:0"}
+
+
+async def public_resolver(host: str, port: int) -> list[str]:
+    return ["93.184.216.34"]
+
+
+class FakeClock:
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds + 1  # +1: each attempt lands in a new second, so its stamp differs
+
+
+def sender(clock: FakeClock, **kw) -> HttpCallbackSender:
+    kw.setdefault("backoff", [5, 30, 300])
+    return HttpCallbackSender(SECRET, sleep=clock.sleep, clock=clock, resolver=public_resolver,
+                              rng=random.Random(1), **kw)
+
+
+def test_signature_round_trip_and_rejections():
+    body = b'{"a":1}'
+    header = authorization_header(SECRET, body, now=1000)
+    assert header == f"Bearer 1000.{sign(SECRET, 1000, body)}"
+    assert verify_callback(body, header, SECRET, now=1000 + 300)
+    assert not verify_callback(body, header, SECRET, now=1000 + 301), "stale"
+    assert not verify_callback(body, header, SECRET, now=1000 - 301), "from the future"
+    assert not verify_callback(body + b" ", header, SECRET, now=1000), "body changed"
+    assert not verify_callback(body, header, "other", now=1000), "other secret"
+    assert not verify_callback(body, None, SECRET, now=1000)
+    assert not verify_callback(body, "Bearer abc.def", SECRET, now=1000)
+    # The exact scheme: hex HMAC-SHA256 over b"<t>." + body.
+    import hashlib, hmac
+    assert sign(SECRET, 1000, body) == hmac.new(SECRET.encode(), b"1000." + body, hashlib.sha256).hexdigest()
+
+
+@respx.mock
+async def test_headers_body_and_signature_on_the_wire():
+    clock = FakeClock()
+    route = respx.post(URL).mock(return_value=httpx.Response(204))
+    delivery = await sender(clock).send(URL, PAYLOAD, "job_123:0:0")
+    assert delivery.delivered and delivery.attempts == 1
+    request = route.calls.last.request
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Idempotency-Key"] == "job_123:0:0"
+    assert json.loads(request.content) == PAYLOAD
+    assert verify_callback(request.content, request.headers["Authorization"], SECRET, now=clock.now)
+    assert request.headers["Authorization"].startswith(f"Bearer {int(clock.now)}.")
+
+
+@respx.mock
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503])
+async def test_retryable_statuses_are_retried_and_each_attempt_signed_afresh(status):
+    clock = FakeClock()
+    route = respx.post(URL).mock(side_effect=[httpx.Response(status), httpx.Response(status), httpx.Response(200)])
+    delivery = await sender(clock).send(URL, PAYLOAD, "job_123:0:0")
+    assert delivery.delivered and delivery.attempts == 3
+    assert len(clock.sleeps) == 2 and 0 <= clock.sleeps[0] <= 5 and 0 <= clock.sleeps[1] <= 30
+    stamps = [c.request.headers["Authorization"].split(" ")[1].split(".")[0] for c in route.calls]
+    assert len(set(stamps)) == 3, "each attempt carries its own timestamp"
+    for call in route.calls:
+        t = int(call.request.headers["Authorization"].split(" ")[1].split(".")[0])
+        assert verify_callback(call.request.content, call.request.headers["Authorization"], SECRET, now=t)
+
+
+@respx.mock
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 422, 301, 302])
+async def test_final_statuses_are_not_retried(status):
+    clock = FakeClock()
+    route = respx.post(URL).mock(return_value=httpx.Response(status, headers={"Location": "http://169.254.169.254/"}))
+    delivery = await sender(clock).send(URL, PAYLOAD, "k")
+    assert not delivery.delivered and delivery.status == status
+    assert route.call_count == 1 and clock.sleeps == []
+
+
+@respx.mock
+async def test_connection_errors_and_timeouts_retry_then_give_up():
+    clock = FakeClock()
+    route = respx.post(URL).mock(side_effect=[httpx.ConnectError("refused"), httpx.ReadTimeout("slow"),
+                                              httpx.ConnectError("refused"), httpx.ConnectError("refused")])
+    delivery = await sender(clock).send(URL, PAYLOAD, "k")
+    assert not delivery.delivered and delivery.attempts == 4 and route.call_count == 4
+    assert len(clock.sleeps) == 3
+
+
+@respx.mock
+async def test_retry_after_is_honoured_up_to_the_largest_delay():
+    clock = FakeClock()
+    respx.post(URL).mock(side_effect=[httpx.Response(429, headers={"Retry-After": "120"}),
+                                      httpx.Response(503, headers={"Retry-After": "100000"}),
+                                      httpx.Response(200)])
+    delivery = await sender(clock).send(URL, PAYLOAD, "k")
+    assert delivery.delivered
+    assert clock.sleeps[0] == 120 and clock.sleeps[1] == 300
+
+
+@respx.mock
+async def test_deadline_stops_retrying():
+    clock = FakeClock()
+    respx.post(URL).mock(return_value=httpx.Response(503, headers={"Retry-After": "250"}))
+    delivery = await sender(clock, deadline=400).send(URL, PAYLOAD, "k")
+    assert not delivery.delivered and "deadline" in delivery.reason and delivery.attempts == 2
+
+
+def test_full_jitter_stays_within_the_base_delay():
+    rng = random.Random(7)
+    delays = [retry_delay(1, [5, 30, 300], None, rng) for _ in range(200)]
+    assert all(0 <= d <= 30 for d in delays) and max(delays) > 20 and min(delays) < 10
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://hooks.example.com/cb", "https"),
+    ("https://127.0.0.1/cb", "public"),
+    ("https://10.0.0.8/cb", "public"),
+    ("https://192.168.1.2/cb", "public"),
+    ("https://169.254.169.254/latest/meta-data", "public"),
+    ("https://[::1]/cb", "public"),
+    ("https://user:pw@hooks.example.com/cb", "credentials"),
+    ("ftp://hooks.example.com/cb", "http"),
+])
+async def test_refused_urls_without_an_allowlist(url, reason):
+    with pytest.raises(CallbackRefused, match=reason):
+        await check_callback_url(url, [], public_resolver)
+
+
+async def test_hostname_resolving_to_a_private_address_is_refused():
+    async def rebinding(host, port):
+        return ["93.184.216.34", "10.1.2.3"]
+
+    with pytest.raises(CallbackRefused):
+        await check_callback_url(URL, [], rebinding)
+
+
+async def test_allowlist_admits_only_its_hosts_and_allows_http():
+    await check_callback_url("http://127.0.0.1:8080/cb", ["127.0.0.1:8080"])
+    await check_callback_url("http://receiver.internal/cb", ["receiver.internal"])
+    with pytest.raises(CallbackRefused, match="CALLBACK_ALLOWED_HOSTS"):
+        await check_callback_url("https://hooks.example.com/cb", ["receiver.internal"])
+    with pytest.raises(CallbackRefused):
+        await check_callback_url("http://127.0.0.1:9999/cb", ["127.0.0.1:8080"])
+
+
+@respx.mock(assert_all_called=False)
+async def test_no_request_reaches_a_refused_host():
+    route = respx.route().mock(return_value=httpx.Response(200))
+    clock = FakeClock()
+    delivery = await sender(clock).send("https://169.254.169.254/x", PAYLOAD, "k")
+    assert not delivery.delivered and delivery.attempts == 0 and route.call_count == 0
+
+
+async def test_missing_secret_is_undelivered_with_a_reason_and_no_request():
+    delivery = await HttpCallbackSender(None).send(URL, PAYLOAD, "k")
+    assert not delivery.delivered and "GPU_CALLBACK_SECRET" in delivery.reason
