@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from engine.applier import Edit, apply_edits
+from engine.batching import SegmentBatcher
 from engine.callback import CallbackSender, Delivery
 from engine.errors import InputNotFound, JobParseError, MasksNotFound, WorkerError, error_code_of
 from engine.job import (Envelope, Item, Job, check_item_keys, idempotency_key, instances_key,
@@ -108,9 +109,9 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.storage = storage
-        self.segmenter = segmenter
         self.callbacks = callbacks
-        self._gpu = asyncio.Lock()  # one segmentation call on the device at a time
+        # One segmentation call on the device at a time; photos waiting meanwhile share the next.
+        self.batcher = SegmentBatcher(segmenter, settings.segment_max_batch)
 
     # -- job ---------------------------------------------------------------------------------
 
@@ -244,10 +245,7 @@ class Pipeline:
     # -- masks -------------------------------------------------------------------------------
 
     async def _segment(self, image: DecodedImage, image_id: str, concepts: list[Concept]) -> Segmentation:
-        request = SegmentRequest(image.rgb, image_id)
-        async with self._gpu:
-            (segmentation,) = await asyncio.to_thread(self.segmenter.segment, [request], concepts)
-        return segmentation
+        return await self.batcher.segment(SegmentRequest(image.rgb, image_id), concepts)
 
     async def _store_masks(self, job: Job, idx: int, masks: Segmentation, size: tuple[int, int]) -> None:
         encoded = await asyncio.to_thread(lambda: {n: encode_mask(m.union) for n, m in masks.items()})

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     sam3_model: str = "facebook/sam3"
     hf_token: SecretStr | None = None
     sam3_device: str | None = None  # default: cuda when available, else cpu
+    segment_max_batch: int = Field(4, ge=1, le=32)  # photos in one segmentation call
 
     # Platform
     worker_adapter: Literal["runpod", "queue_pull"] = "runpod"

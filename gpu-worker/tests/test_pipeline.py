@@ -203,7 +203,32 @@ async def test_items_needing_segmentation_fail_clearly_without_a_model(tmp_path,
     from engine.segmenter import UnavailableSegmenter
 
     pipeline, _, _, _ = build(tmp_path, callbacks=RecordingCallbackSender())
-    pipeline.segmenter = UnavailableSegmenter("SAM3 weights not found; set SAM3_MODEL")
+    pipeline.batcher.segmenter = UnavailableSegmenter("SAM3 weights not found; set SAM3_MODEL")
     result = await pipeline.run_job(make_job(stage=stage))
     assert result["items"][0]["error_code"] == "SEGMENTATION_UNAVAILABLE"
     assert "SAM3_MODEL" in result["items"][0]["error"]
+
+
+async def test_photos_in_flight_share_a_segmentation_call(tmp_path):
+    pipeline, _, segmenter, _ = build(tmp_path, photos=6, callbacks=RecordingCallbackSender())
+    result = await pipeline.run_job(make_job(6, batch_concurrency=6))
+    assert result["status"] == "completed"
+    sizes = pipeline.batcher.batch_sizes
+    assert sum(sizes) == 6 and max(sizes) > 1 and segmenter.calls == len(sizes) < 6
+
+
+async def test_a_batch_out_of_memory_is_retried_one_photo_at_a_time(tmp_path):
+    from engine.errors import GpuOutOfMemory
+
+    pipeline, _, segmenter, _ = build(tmp_path, photos=4, callbacks=RecordingCallbackSender())
+    real = segmenter.segment
+
+    def picky(requests, concepts):
+        if len(requests) > 1 or requests[0].image_id.endswith("3.jpg"):
+            raise GpuOutOfMemory("CUDA out of memory")
+        return real(requests, concepts)
+
+    segmenter.segment = picky
+    result = await pipeline.run_job(make_job(4, batch_concurrency=4))
+    codes = {i["idx"]: i["error_code"] for i in result["items"]}
+    assert codes == {0: None, 1: None, 2: None, 3: "GPU_OUT_OF_MEMORY"}

@@ -1,0 +1,89 @@
+"""Several photos share one segmentation call when more than one is in flight.
+
+Requests that arrive while the device is busy wait in a queue; when it frees up, up to
+``max_batch`` of them with the same concepts go in one ``Segmenter.segment`` call. Nothing
+waits on a timer: a lone photo is segmented at once. When a batch runs out of GPU memory it
+is retried one photo at a time, so only a photo that fails alone is reported
+``GPU_OUT_OF_MEMORY``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.errors import GpuOutOfMemory
+from engine.segmenter import Segmentation, SegmentRequest, Segmenter
+from presets import Concept
+
+log = logging.getLogger("worker.batching")
+
+
+@dataclass
+class _Pending:
+    request: SegmentRequest
+    concepts: tuple[Concept, ...]
+    future: asyncio.Future[Segmentation]
+
+
+class SegmentBatcher:
+    def __init__(self, segmenter: Segmenter, max_batch: int = 4) -> None:
+        self.segmenter = segmenter
+        self.max_batch = max_batch
+        self._pending: list[_Pending] = []
+        self._worker: asyncio.Task[None] | None = None
+        self.batch_sizes: list[int] = []  # what ran, for tests and benchmarks
+
+    async def segment(self, request: SegmentRequest, concepts: Sequence[Concept]) -> Segmentation:
+        future: asyncio.Future[Segmentation] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(request, tuple(concepts), future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    def _next_batch(self) -> list[_Pending]:
+        first = self._pending[0]
+        batch = [p for p in self._pending if p.concepts == first.concepts][: self.max_batch]
+        for p in batch:
+            self._pending.remove(p)
+        return batch
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._next_batch()
+            self.batch_sizes.append(len(batch))
+            try:
+                results = await self._run(batch)
+            except GpuOutOfMemory:
+                if len(batch) == 1:
+                    raise_into(batch, GpuOutOfMemory("the photo does not fit in GPU memory"))
+                    continue
+                log.warning("segment.batch_oom_retry_single", extra={"batch": len(batch)})
+                for one in batch:
+                    try:
+                        self._resolve([one], await self._run([one]))
+                    except Exception as exc:  # noqa: BLE001 - handed to the item that waits
+                        raise_into([one], exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - handed to every item that waits
+                raise_into(batch, exc)
+                continue
+            self._resolve(batch, results)
+
+    async def _run(self, batch: list[_Pending]) -> list[Segmentation]:
+        requests = [p.request for p in batch]
+        return await asyncio.to_thread(self.segmenter.segment, requests, batch[0].concepts)
+
+    @staticmethod
+    def _resolve(batch: list[_Pending], results: list[Segmentation]) -> None:
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+
+def raise_into(batch: list[_Pending], exc: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(exc)
