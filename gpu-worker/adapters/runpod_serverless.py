@@ -27,7 +27,10 @@ def make_handler(pipeline: Pipeline):
             if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):  # only on Runpod, not in local tests
                 runpod.serverless.progress_update(job, {"items_finished": len(finished), "items_total": total})
 
-        return await pipeline.run_job(job.get("input"), on_item_done=progress)
+        result = await pipeline.run_job(job.get("input"), on_item_done=progress)
+        if pipeline.needs_fresh_worker:
+            result["refresh_worker"] = True  # the SDK pops this and replaces the worker after the job
+        return result
 
     return handler
 

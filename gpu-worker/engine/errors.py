@@ -11,7 +11,8 @@
     ├── StorageError               STORAGE_ERROR
     ├── SegmentationError          SEGMENTATION_ERROR
     │   ├── SegmentationUnavailable  SEGMENTATION_UNAVAILABLE
-    │   └── GpuOutOfMemory           GPU_OUT_OF_MEMORY
+    │   ├── GpuOutOfMemory           GPU_OUT_OF_MEMORY
+    │   └── DeviceFailure            SEGMENTATION_ERROR, and the process needs a fresh GPU
     ├── MasksNotFound              MASKS_NOT_FOUND
     └── WorkerTimeout              TIMEOUT
 
@@ -73,6 +74,10 @@ class SegmentationUnavailable(SegmentationError):
 
 class GpuOutOfMemory(SegmentationError):
     code = "GPU_OUT_OF_MEMORY"
+
+
+class DeviceFailure(SegmentationError):
+    """An unrecoverable CUDA error: this process's GPU context is unusable from now on."""
 
 
 class MasksNotFound(WorkerError):

@@ -21,7 +21,7 @@ import numpy as np
 from engine.applier import Edit, apply_edits
 from engine.batching import SegmentBatcher
 from engine.callback import CallbackSender, Delivery
-from engine.errors import InputNotFound, JobParseError, MasksNotFound, WorkerError, error_code_of
+from engine.errors import DeviceFailure, InputNotFound, JobParseError, MasksNotFound, WorkerError, error_code_of
 from engine.job import (Envelope, Item, Job, check_item_keys, idempotency_key, instances_key,
                         mask_key, parse_envelope, parse_job, unwrap_event)
 from engine.logs import Stopwatch, idx_var, job_id_var
@@ -112,6 +112,8 @@ class Pipeline:
         self.callbacks = callbacks
         # One segmentation call on the device at a time; photos waiting meanwhile share the next.
         self.batcher = SegmentBatcher(segmenter, settings.segment_max_batch)
+        # Set after an unrecoverable CUDA error; the platform adapter then asks for a fresh worker.
+        self.needs_fresh_worker = False
 
     # -- job ---------------------------------------------------------------------------------
 
@@ -183,6 +185,8 @@ class Pipeline:
             report = await asyncio.wait_for(self._process(job, plan, item), self.settings.item_timeout_sec)
         except Exception as exc:
             report = ItemReport.failure(item.idx, exc)
+            if isinstance(exc, DeviceFailure):
+                self.needs_fresh_worker = True
             known = isinstance(exc, (WorkerError, TimeoutError))
             log.log(logging.WARNING if known else logging.ERROR, "item.failed",
                     extra={"error_code": report.error_code, "error": report.error, "ms": watch.ms()},
