@@ -7,6 +7,8 @@ The runpod SDK's own local tools work on this file's handler: ``python main.py -
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from typing import Any
 
 import runpod
@@ -28,13 +30,25 @@ def make_handler(pipeline: Pipeline):
                 runpod.serverless.progress_update(job, {"items_finished": len(finished), "items_total": total})
 
         result = await pipeline.run_job(job.get("input"), on_item_done=progress)
-        if pipeline.needs_fresh_worker:
-            result["refresh_worker"] = True  # the SDK pops this and replaces the worker after the job
+        if pipeline.needs_fresh_worker or pipeline.stopping:
+            result["refresh_worker"] = True  # the SDK pops this, reports the job, then stops this worker
         return result
 
     return handler
 
 
+def install_sigterm(pipeline: Pipeline) -> None:
+    """SIGTERM while a job runs: finish running items, report the rest failed, then stop."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        pipeline.begin_shutdown()
+        if pipeline.jobs_running == 0:
+            sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def start(settings: Settings) -> None:
     pipeline = build_pipeline(settings)  # cold start: model loaded once, outside the handler
+    install_sigterm(pipeline)
     runpod.serverless.start({"handler": make_handler(pipeline)})

@@ -14,7 +14,8 @@
     │   ├── GpuOutOfMemory           GPU_OUT_OF_MEMORY
     │   └── DeviceFailure            SEGMENTATION_ERROR, and the process needs a fresh GPU
     ├── MasksNotFound              MASKS_NOT_FOUND
-    └── WorkerTimeout              TIMEOUT
+    ├── WorkerTimeout              TIMEOUT
+    └── ShuttingDown               INTERNAL_ERROR    the worker stopped before the item started
 
 Adapters (storage, segmenter, callback, platform) turn their libraries' errors into these at
 their edge with ``raise ... from exc``; the pipeline maps any exception to a code in one place,
@@ -95,3 +96,7 @@ def error_code_of(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, TimeoutError):
         return "TIMEOUT", "the item did not finish in time"
     return "INTERNAL_ERROR", "internal error while processing the item"
+
+
+class ShuttingDown(WorkerError):
+    """The worker received SIGTERM before this item started; the job can be resubmitted."""

@@ -21,7 +21,8 @@ import numpy as np
 from engine.applier import Edit, apply_edits
 from engine.batching import SegmentBatcher
 from engine.callback import CallbackSender, Delivery
-from engine.errors import DeviceFailure, InputNotFound, JobParseError, MasksNotFound, WorkerError, error_code_of
+from engine.errors import (DeviceFailure, InputNotFound, JobParseError, MasksNotFound, ShuttingDown, WorkerError,
+                           error_code_of)
 from engine.job import (Envelope, Item, Job, check_item_keys, idempotency_key, instances_key,
                         mask_key, parse_envelope, parse_job, unwrap_event)
 from engine.logs import Stopwatch, idx_var, job_id_var
@@ -114,6 +115,12 @@ class Pipeline:
         self.batcher = SegmentBatcher(segmenter, settings.segment_max_batch)
         # Set after an unrecoverable CUDA error; the platform adapter then asks for a fresh worker.
         self.needs_fresh_worker = False
+        self.stopping = False
+        self.jobs_running = 0
+
+    def begin_shutdown(self) -> None:
+        """On SIGTERM: items already running finish; items not yet started are reported failed."""
+        self.stopping = True
 
     # -- job ---------------------------------------------------------------------------------
 
@@ -146,12 +153,20 @@ class Pipeline:
         async def run_item(item: Item) -> ItemReport:
             idx_var.set(item.idx)
             async with limit:
-                report = await self._run_item(job, plan, item)
+                if self.stopping:
+                    report = ItemReport.failure(item.idx, ShuttingDown(
+                        "the worker shut down before this item started; resubmit the job"))
+                else:
+                    report = await self._run_item(job, plan, item)
             callback_tasks[item.idx] = asyncio.create_task(self._deliver(envelope, report, on_item_done))
             return report
 
-        reports = await asyncio.gather(*(run_item(item) for item in job.items))
-        deliveries = [await callback_tasks[r.idx] for r in reports]
+        self.jobs_running += 1
+        try:
+            reports = await asyncio.gather(*(run_item(item) for item in job.items))
+            deliveries = [await callback_tasks[r.idx] for r in reports]
+        finally:
+            self.jobs_running -= 1
         return self._result(envelope, reports, deliveries, watch)
 
     def _result(self, envelope: Envelope, reports: Sequence[ItemReport], deliveries: Sequence[Delivery],
