@@ -47,6 +47,30 @@ def configure_logging(level: str = "info", stream: Any = None) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+class StageClock:
+    """Seconds spent per pipeline stage, summed over items (for benchmarks and job logs)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def timed(self, stage: str) -> _Timed:
+        return _Timed(self, stage)
+
+
+class _Timed:
+    def __init__(self, clock: StageClock, stage: str) -> None:
+        self.clock, self.stage = clock, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.clock.add(self.stage, time.perf_counter() - self.start)
+
+
 class Stopwatch:
     def __init__(self) -> None:
         self.start = time.perf_counter()

@@ -25,7 +25,7 @@ from engine.errors import (DeviceFailure, InputNotFound, JobParseError, MasksNot
                            error_code_of)
 from engine.job import (Envelope, Item, Job, check_item_keys, idempotency_key, instances_key,
                         mask_key, parse_envelope, parse_job, unwrap_event)
-from engine.logs import Stopwatch, idx_var, job_id_var
+from engine.logs import StageClock, Stopwatch, idx_var, job_id_var
 from engine.postprocess import (DecodedImage, decode_image, decode_instances, decode_mask, encode_instances,
                                 encode_mask, encode_png, encode_thumbnail)
 from engine.rules import Plan, make_plan
@@ -117,6 +117,7 @@ class Pipeline:
         self.needs_fresh_worker = False
         self.stopping = False
         self.jobs_running = 0
+        self.stages = StageClock()  # cumulative seconds per stage, over the process's life
 
     def begin_shutdown(self) -> None:
         """On SIGTERM: items already running finish; items not yet started are reported failed."""
@@ -219,29 +220,37 @@ class Pipeline:
             log.info("item.reused", extra={"key": marker})
             return self._report(job, item, previous)
 
-        data = await self.storage.get(item.input_key, self.settings.max_input_bytes)
-        image = await asyncio.to_thread(
-            decode_image, data, max_pixels=self.settings.max_input_pixels, max_side=self.settings.max_output_side
-        )
+        with self.stages.timed("download"):
+            data = await self.storage.get(item.input_key, self.settings.max_input_bytes)
+        with self.stages.timed("decode"):
+            image = await asyncio.to_thread(
+                decode_image, data, max_pixels=self.settings.max_input_pixels, max_side=self.settings.max_output_side
+            )
         concepts = plan.concepts_to_find()
         needs_instances = job.stage == "segment" or any(r.instances is not None for r in plan.rules)
         if job.stage == "apply":
-            masks = await self._load_masks(job, item.idx, concepts, image.size, needs_instances)
+            with self.stages.timed("load_masks"):
+                masks = await self._load_masks(job, item.idx, concepts, image.size, needs_instances)
         else:
-            masks = await self._segment(image, item.input_key, concepts)
-            await self._store_masks(job, item.idx, masks, image.size)
+            with self.stages.timed("segment"):
+                masks = await self._segment(image, item.input_key, concepts)
+            with self.stages.timed("upload"):
+                await self._store_masks(job, item.idx, masks, image.size)
 
         meta = {"fingerprint": fingerprint, "mask-concepts": ",".join(c.name for c in concepts),
                 "instances": "1" if (job.stage != "apply" or needs_instances) else "0"}
         if job.stage == "segment":
-            await self.storage.put(marker, encode_instances(masks, image.size), JSON, meta)
+            with self.stages.timed("upload"):
+                await self.storage.put(marker, encode_instances(masks, image.size), JSON, meta)
             return self._report(job, item, meta)
         if job.stage == "full":
-            await self.storage.put(instances_key(job, item.idx), encode_instances(masks, image.size), JSON)
+            with self.stages.timed("upload"):
+                await self.storage.put(instances_key(job, item.idx), encode_instances(masks, image.size), JSON)
         png, thumb = await asyncio.to_thread(self._render, plan, image, masks)
-        await self.storage.put(item.preview_key, thumb, JPEG)
-        # The result goes last: its presence (with the fingerprint) marks the item finished.
-        await self.storage.put(item.output_key, png, PNG, meta)
+        with self.stages.timed("upload"):
+            await self.storage.put(item.preview_key, thumb, JPEG)
+            # The result goes last: its presence (with the fingerprint) marks the item finished.
+            await self.storage.put(item.output_key, png, PNG, meta)
         return self._report(job, item, meta)
 
     def _report(self, job: Job, item: Item, meta: dict[str, str]) -> ItemReport:
@@ -256,10 +265,12 @@ class Pipeline:
         )
 
     def _render(self, plan: Plan, image: DecodedImage, masks: Segmentation) -> tuple[bytes, bytes]:
-        edits, protect = edits_for(plan, masks)
-        result = apply_edits(image.rgb, edits, protect)
-        png = encode_png(result, image.alpha, image.icc_profile, self.settings.png_compress_level)
-        return png, encode_thumbnail(result, self.settings.thumbnail_side)
+        with self.stages.timed("apply"):
+            edits, protect = edits_for(plan, masks)
+            result = apply_edits(image.rgb, edits, protect)
+        with self.stages.timed("encode"):
+            png = encode_png(result, image.alpha, image.icc_profile, self.settings.png_compress_level)
+            return png, encode_thumbnail(result, self.settings.thumbnail_side)
 
     # -- masks -------------------------------------------------------------------------------
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -120,17 +123,28 @@ def _fit(rgb: Image.Image, alpha: Image.Image | None, max_side: int) -> tuple[Im
     return rgb, alpha
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
 def encode_png(rgb: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | None, compress_level: int) -> bytes:
-    img = Image.fromarray(rgb, "RGB")
-    if alpha is not None:
-        img = img.convert("RGBA")
-        img.putalpha(Image.fromarray(alpha, "L"))
-    out = io.BytesIO()
-    params: dict[str, object] = {"compress_level": compress_level}
+    """Lossless PNG through OpenCV's libpng with the RLE strategy: on 12 MP photos about 2.5x
+    faster than Pillow at level 1 and 4x faster than Pillow's ``optimize=True``, at about the
+    size of the latter (bench/results/encode_cpu.md). The ICC profile goes in an iCCP chunk."""
+    if alpha is None:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    else:
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
+        bgr[..., 3] = alpha
+    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, compress_level,
+                                         cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
+    if not ok:  # pragma: no cover - libpng refuses only invalid arrays
+        raise ValueError("PNG encoding failed")
+    data = buf.tobytes()
     if icc_profile:
-        params["icc_profile"] = icc_profile
-    img.save(out, format="PNG", **params)
-    return out.getvalue()
+        ihdr_end = 8 + 4 + 4 + 13 + 4  # signature, then the IHDR chunk, which libpng always writes first
+        data = data[:ihdr_end] + _png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile)) + data[ihdr_end:]
+    return data
 
 
 def encode_thumbnail(rgb: np.ndarray, side: int, quality: int = 85) -> bytes:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from engine.callback import RecordingCallbackSender
 from engine.errors import DeviceFailure, GpuOutOfMemory, SegmentationError, StorageError
@@ -124,6 +124,16 @@ def check_no_result(storage, item):
     assert item["output_key"] is None
 
 
+SRGB_ICC = ImageCms.ImageCmsProfile(
+    ImageCms.createProfile("sRGB")).tobytes()
+
+
+def check_icc(storage, item):
+    img = output_image(storage)
+    img.load()
+    assert img.info.get("icc_profile") == SRGB_ICC
+
+
 rgba = photo("RGBA")
 rgba_px = np.asarray(rgba).copy()
 rgba_px[:5, :5, 3] = 0
@@ -148,6 +158,7 @@ CASES = [
     Case("sixteen_bit_png", None, encoded(gray16, "PNG"), check=check_rgb),
     Case("palette_png", None, encoded(palette, "PNG"), check=check_rgb),
     Case("alpha_png_keeps_alpha", None, encoded(rgba, "PNG"), check=check_alpha),
+    Case("icc_profile_kept", None, encoded(photo(), "JPEG", icc_profile=SRGB_ICC), check=check_icc),
     Case("webp_input", None, encoded(photo(), "WEBP", lossless=True), check=check_rgb),
     *[Case(f"exif_orientation_{o}", None, with_orientation(o), check=check_oriented(o)) for o in range(1, 9)],
     Case("extreme_aspect_ratio", None, encoded(photo(size=(2000, 3)), "PNG")),
