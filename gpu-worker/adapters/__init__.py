@@ -1,0 +1,1 @@
+"""Platform adapters: how jobs reach the pipeline (Runpod Serverless, a Cloudflare Queue pull)."""
