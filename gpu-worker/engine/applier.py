@@ -1,20 +1,31 @@
 """Mask-based edits: recolor, tone and remove, with protected pixels never touched.
 
-``apply_edits(image, edits, protect)`` returns a new uint8 RGB image. Each edit's effective
-region is its mask minus ``protect``; edges are softened over a narrow band, and every pixel
-whose blend weight is zero (protected pixels and pixels outside all regions) is copied
-byte-for-byte from the input.
+``apply_edits(image, edits, protect)`` returns a new uint8 RGB image. Edits run in order, each on
+the result of the previous ones. Each edit's effective region is its mask minus ``protect``; it
+works on the region's bounding window only, with a soft image-aware matte at the border
+(engine/edits/blend.py). Every pixel whose weight is zero (protected pixels, and pixels farther
+than the soft-edge band from every region) is copied byte for byte from the input.
+
+The edits themselves live in engine/edits/: recolor.py, tone.py, remove.py.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from engine.edits.backend import Backend, default_backend
+from engine.edits.blend import composite, edge_band_px, soft_matte, window_around
+from engine.edits.recolor import recolor
+from engine.edits.remove import Inpainter, default_inpainter, remove
+from engine.edits.tone import tone
 from engine.rules import Op, Recolor, Remove, Tone
+
+__all__ = ["Edit", "apply_edits", "apply_edits_with", "edge_band_px", "max_reach_px"]
 
 
 @dataclass(frozen=True)
@@ -23,67 +34,58 @@ class Edit:
     mask: np.ndarray  # bool H x W: the concept's mask, limited to the rule's instances
 
 
-def edge_band_px(shape: tuple[int, ...]) -> int:
-    """Soft-edge half width: 2 px at 1 MP, scaled with the image's linear size."""
-    megapixels = shape[0] * shape[1] / 1e6
-    return max(1, int(round(2 * np.sqrt(megapixels))))
-
-
-def soft_alpha(region: np.ndarray, protect: np.ndarray | None) -> np.ndarray:
-    """Float32 weight in [0, 1]: 1 well inside the region, easing to 0 just outside it."""
-    band = edge_band_px(region.shape)
-    alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigmaX=band / 2)
-    alpha = np.maximum(alpha, region * 0.5)  # keep the region itself at least half-weighted
-    alpha[alpha < 1 / 255] = 0
-    if protect is not None:
-        alpha[protect] = 0
-    return alpha
-
-
-def _recolor(image: np.ndarray, region: np.ndarray, op: Recolor) -> np.ndarray:
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-    target = cv2.cvtColor(np.uint8([[op.rgb]]), cv2.COLOR_RGB2LAB)[0, 0].astype(np.float32)
-    mean_l = float(lab[..., 0][region].mean()) if region.any() else target[0]
-    lab[..., 0] = np.clip(lab[..., 0] - mean_l + target[0], 0, 255)
-    lab[..., 1] = target[1]
-    lab[..., 2] = target[2]
-    return cv2.cvtColor(lab.astype(np.uint8), cv2.COLOR_LAB2RGB)
-
-
-def _tone(image: np.ndarray, op: Tone) -> np.ndarray:
-    p = op.params
-    img = image.astype(np.float32) / 255.0
-    img = img * (1.0 + p.brightness)
-    img = (img - 0.5) * (1.0 + p.contrast) + 0.5
-    grey = img.mean(axis=2, keepdims=True)
-    img = grey + (img - grey) * (1.0 + p.saturation)
-    img[..., 0] *= 1.0 + 0.15 * p.temperature
-    img[..., 2] *= 1.0 - 0.15 * p.temperature
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def _remove(image: np.ndarray, region: np.ndarray) -> np.ndarray:
-    radius = edge_band_px(region.shape) * 2
-    hole = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
-    return cv2.inpaint(image, hole * 255, radius, cv2.INPAINT_TELEA)
+def max_reach_px(shape: tuple[int, ...]) -> int:
+    """How far outside its region an edit may change pixels: 3 px at 1 MP, scaled with size."""
+    return max(1, int(3 * math.sqrt(shape[0] * shape[1] / 1e6)))
 
 
 def apply_edits(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarray | None) -> np.ndarray:
+    return apply_edits_with(image, edits, protect)
+
+
+def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarray | None, *,
+                     backend: Backend | None = None, inpainter: Inpainter | None = None) -> np.ndarray:
+    """``apply_edits`` with the per-pixel back end and the inpainter chosen by the caller."""
     out = image.copy()
+    band = edge_band_px(image.shape)
     for edit in edits:
         region = edit.mask if protect is None else edit.mask & ~protect
         if not region.any():
             continue
+        anchor, reach = region, band
+        if isinstance(edit.op, Remove):
+            # take the object's anti-aliased rim and a pixel of contact with it, within the reach
+            grow = max(0, min(max(1, band // 2), max_reach_px(image.shape) - band))
+            if grow:
+                kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+                region = cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
+                if protect is not None:
+                    region &= ~protect
+                reach = max_reach_px(image.shape)
+            rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+            size = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+            pad = max(32, int(0.6 * size))  # room for the fill to find its material
+        else:
+            pad = 2 * band + 4
+        window = window_around(region, pad)
+        if window is None:
+            continue
+        rgb = out[window.slices]
+        win_region = region[window.slices]
+        win_protect = protect[window.slices] if protect is not None else None
+        alpha = soft_matte(rgb, win_region, win_protect, band,
+                           anchor=anchor[window.slices], reach=reach)
+        if not (alpha > 0).any():
+            continue
         if isinstance(edit.op, Recolor):
-            edited = _recolor(out, region, edit.op)
+            edited = recolor(rgb, alpha, win_region, edit.op, band, backend or default_backend())
         elif isinstance(edit.op, Tone):
-            edited = _tone(out, edit.op)
+            edited = tone(rgb, alpha, win_region, edit.op.params, band, backend or default_backend())
         elif isinstance(edit.op, Remove):
-            edited = _remove(out, region)
+            edited = remove(rgb, alpha, inpainter or default_inpainter())
         else:  # pragma: no cover - Op is a closed union
             raise TypeError(f"unknown edit {edit.op!r}")
-        alpha = soft_alpha(region, protect)[..., None]
-        touched = alpha[..., 0] > 0
-        blended = out.astype(np.float32) * (1 - alpha) + edited.astype(np.float32) * alpha
-        out[touched] = (blended[touched] + 0.5).astype(np.uint8)
+        composite(out, window, alpha, edited)
+    if protect is not None:
+        out[protect] = image[protect]  # already true by construction; cheap and absolute
     return out

@@ -1,0 +1,84 @@
+"""Where the per-pixel kernels run: numpy on the CPU, or torch on a GPU when one is present.
+
+The torch path moves only the touched pixels (uint8) to the device and brings back float sRGB;
+region statistics and fitting stay on the CPU, they work on samples. Small regions stay on the
+CPU, where the transfer would cost more than the maths.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.edits import colour, kernels
+
+GPU_MIN_PIXELS = 250_000
+
+
+class Backend(Protocol):
+    name: str
+
+    def recolor(self, rgb8: np.ndarray, params: kernels.RecolorParams, material: np.ndarray | None) -> np.ndarray: ...
+
+    def tone(self, rgb8: np.ndarray, params: kernels.ToneKernelParams) -> np.ndarray: ...
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def recolor(self, rgb8: np.ndarray, params: kernels.RecolorParams, material: np.ndarray | None) -> np.ndarray:
+        return colour.to_srgb255(kernels.recolor(colour.to_linear(rgb8), params, np, material))
+
+    def tone(self, rgb8: np.ndarray, params: kernels.ToneKernelParams) -> np.ndarray:
+        return colour.to_srgb255(kernels.tone(colour.to_linear(rgb8), params, np))
+
+
+class TorchBackend:
+    """The same kernels on a torch device (float32). Falls back to numpy below GPU_MIN_PIXELS."""
+
+    name = "torch"
+
+    def __init__(self, device: str, min_pixels: int = GPU_MIN_PIXELS) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.min_pixels = min_pixels
+        self.decode = torch.from_numpy(colour.DECODE_LUT).to(self.device)
+        self.cpu = NumpyBackend()
+
+    def _run(self, rgb8: np.ndarray, kernel: Any) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            lin = self.decode[torch.from_numpy(np.ascontiguousarray(rgb8)).to(self.device).long()]
+            out = kernel(lin).clip(0.0, 1.0)
+            srgb = torch.where(out <= 0.0031308, out * 12.92, 1.055 * out.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
+            return (srgb * 255.0).float().cpu().numpy()
+
+    def recolor(self, rgb8: np.ndarray, params: kernels.RecolorParams, material: np.ndarray | None) -> np.ndarray:
+        if rgb8.shape[0] < self.min_pixels:
+            return self.cpu.recolor(rgb8, params, material)
+        mat = None if material is None else self.torch.from_numpy(material).to(self.device)
+        return self._run(rgb8, lambda lin: kernels.recolor(lin, params, self.torch, mat))
+
+    def tone(self, rgb8: np.ndarray, params: kernels.ToneKernelParams) -> np.ndarray:
+        if rgb8.shape[0] < self.min_pixels:
+            return self.cpu.tone(rgb8, params)
+        return self._run(rgb8, lambda lin: kernels.tone(lin, params, self.torch))
+
+
+@lru_cache(maxsize=1)
+def default_backend() -> Backend:
+    """torch on CUDA when available (``APPLY_BACKEND=numpy`` forces the CPU path), else numpy."""
+    if os.environ.get("APPLY_BACKEND", "auto").lower() == "numpy":
+        return NumpyBackend()
+    try:
+        import torch
+    except ImportError:
+        return NumpyBackend()
+    if torch.cuda.is_available():
+        return TorchBackend("cuda")
+    return NumpyBackend()

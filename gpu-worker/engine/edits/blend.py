@@ -1,0 +1,221 @@
+"""Where an edit lands: the region's window, its soft image-aware matte, and the composite.
+
+The matte is a guided filter of the region mask with the photo as the guide (He et al., "Guided
+Image Filtering", with the colour guide and the subsampled "fast" variant). Where the photo has an
+edge near the mask's border the matte follows that edge, which turns a stair-stepped binary mask
+into the anti-aliased coverage of the real boundary; where it has none the matte is a short ramp.
+Three hard rules bound it:
+
+- inside the region the weight is at least 1/2 and outside at most 1/2, so the matte agrees with
+  the mask at its own threshold, and it is exactly 1 deeper than ``band`` pixels inside;
+- it is exactly 0 farther than ``band`` pixels outside the region (the contract's soft-edge band);
+- it is exactly 0 on protected pixels, which are therefore copied byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from engine.edits.colour import to_linear, to_srgb255
+
+
+def edge_band_px(shape: tuple[int, ...]) -> int:
+    """Soft-edge half width: 2 px at 1 MP, scaled with the image's linear size."""
+    megapixels = shape[0] * shape[1] / 1e6
+    return max(1, int(round(2 * np.sqrt(megapixels))))
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle of the image: rows y0:y1, columns x0:x1."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.y1 - self.y0, self.x1 - self.x0
+
+
+def window_around(mask: np.ndarray, pad: int) -> Window | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return Window(max(0, int(rows[0]) - pad), min(h, int(rows[-1]) + 1 + pad),
+                  max(0, int(cols[0]) - pad), min(w, int(cols[-1]) + 1 + pad))
+
+
+def _box(x: np.ndarray, r: int) -> np.ndarray:
+    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, subsample: int = 1) -> np.ndarray:
+    """Colour-guided filter of a single-channel ``src`` (float32), guide float32 H x W x 3 in [0, 1]."""
+    h, w = src.shape
+    if subsample > 1:
+        size = (max(1, w // subsample), max(1, h // subsample))
+        g = cv2.resize(guide, size, interpolation=cv2.INTER_AREA)
+        p = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
+        r = max(1, radius // subsample)
+    else:
+        g, p, r = guide, src, radius
+    mean_g = _box(g, r)
+    mean_p = _box(p, r)
+    cov_gp = _box(g * p[..., None], r) - mean_g * mean_p[..., None]
+    # 3 x 3 covariance of the guide per pixel (symmetric: six entries), regularised by eps
+    gr, gg, gb = g[..., 0], g[..., 1], g[..., 2]
+    mr, mg, mb = mean_g[..., 0], mean_g[..., 1], mean_g[..., 2]
+    s_rr = _box(gr * gr, r) - mr * mr + eps
+    s_rg = _box(gr * gg, r) - mr * mg
+    s_rb = _box(gr * gb, r) - mr * mb
+    s_gg = _box(gg * gg, r) - mg * mg + eps
+    s_gb = _box(gg * gb, r) - mg * mb
+    s_bb = _box(gb * gb, r) - mb * mb + eps
+    # inverse through the adjugate
+    i_rr = s_gg * s_bb - s_gb * s_gb
+    i_rg = s_gb * s_rb - s_rg * s_bb
+    i_rb = s_rg * s_gb - s_gg * s_rb
+    i_gg = s_rr * s_bb - s_rb * s_rb
+    i_gb = s_rb * s_rg - s_rr * s_gb
+    i_bb = s_rr * s_gg - s_rg * s_rg
+    det = s_rr * i_rr + s_rg * i_rg + s_rb * i_rb
+    cr, cg, cb = cov_gp[..., 0], cov_gp[..., 1], cov_gp[..., 2]
+    a = np.stack([
+        i_rr * cr + i_rg * cg + i_rb * cb,
+        i_rg * cr + i_gg * cg + i_gb * cb,
+        i_rb * cr + i_gb * cg + i_bb * cb,
+    ], axis=-1) / det[..., None]
+    b = mean_p - (a * mean_g).sum(axis=-1)
+    mean_a = _box(a, r)
+    mean_b = _box(b, r)
+    if subsample > 1:
+        mean_a = cv2.resize(mean_a, (w, h), interpolation=cv2.INTER_LINEAR)
+        mean_b = cv2.resize(mean_b, (w, h), interpolation=cv2.INTER_LINEAR)
+    return (mean_a * guide).sum(axis=-1) + mean_b
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, band: int,
+               anchor: np.ndarray | None = None, reach: float | None = None) -> np.ndarray:
+    """Float32 weight in [0, 1] over a window: ``rgb`` uint8, ``region`` and ``protect`` bool.
+
+    The weight is 0 farther than ``reach`` (default ``band``) pixels, Euclidean, from ``anchor``
+    (default ``region``; remove grows its region first and passes the original here).
+    """
+    region8 = region.astype(np.uint8)
+    core = cv2.erode(region8, _disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool)
+    anchor = region if anchor is None else anchor
+    distance = cv2.distanceTransform((~anchor).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    within = distance <= (band if reach is None else reach) + 1e-3
+    guide = rgb.astype(np.float32) * (1 / 255)
+    subsample = max(1, band // 3)
+    matte = guided_filter(guide, region.astype(np.float32), radius=band + 1, eps=2e-3, subsample=subsample)
+    # The guided filter can only place the boundary where the photo has an edge. Where the two
+    # sides look alike it returns an uninformative ramp, and the mask is the better judge
+    # (otherwise a rim of half-edited pixels would run along, say, a ceiling meeting a shaded
+    # crown molding); trust it in proportion to the colour contrast across the border.
+    contrast = _border_contrast(guide, region, band + 1)
+    trust = np.clip(contrast / EDGE_CONTRAST, 0.0, 1.0)
+    alpha = trust * np.clip(matte, 0.0, 1.0) + (1.0 - trust) * region
+    alpha = np.where(region, np.maximum(alpha, 0.5), np.minimum(alpha, 0.5))
+    # the filter's tails: a few percent of weight on pixels that are plainly one side or the
+    # other is leakage (a faint tint beside the edge, or a faint rim of the old colour)
+    alpha[region & (alpha > 0.9)] = 1.0
+    alpha[~region & (alpha < 0.1)] = 0.0
+    alpha[core] = 1.0
+    alpha[~within] = 0.0
+    if protect is not None:
+        alpha[protect] = 0.0
+    return alpha.astype(np.float32)
+
+
+EDGE_CONTRAST = 0.12  # colour distance (sRGB, 0..1 per channel) at which the photo's edge is trusted fully
+
+
+def _border_contrast(guide: np.ndarray, region: np.ndarray, radius: int) -> np.ndarray:
+    """Distance between the mean colours inside and outside the region near each pixel."""
+    k = (2 * radius + 1, 2 * radius + 1)
+    inside = region.astype(np.float32)
+    w_in = cv2.boxFilter(inside, -1, k, normalize=False)
+    w_out = cv2.boxFilter(1.0 - inside, -1, k, normalize=False)
+    s_in = cv2.boxFilter(guide * inside[..., None], -1, k, normalize=False)
+    s_all = cv2.boxFilter(guide, -1, k, normalize=False)
+    mean_in = s_in / np.maximum(w_in, 1e-6)[..., None]
+    mean_out = (s_all - s_in) / np.maximum(w_out, 1e-6)[..., None]
+    dist = np.sqrt(((mean_in - mean_out) ** 2).sum(axis=-1))
+    return np.where((w_in > 0.5) & (w_out > 0.5), dist, 0.0)
+
+
+def composite(out: np.ndarray, window: Window, alpha: np.ndarray, edited: np.ndarray) -> None:
+    """Blend ``edited`` (float sRGB 0..255, one row per pixel where ``alpha > 0``) into ``out``.
+
+    Only those pixels are written; every other pixel of ``out`` keeps its bytes.
+    """
+    view = out[window.slices]
+    touched = alpha > 0
+    base = view[touched].astype(np.float32)
+    weight = alpha[touched][:, None]
+    view[touched] = np.clip(base + (edited - base) * weight + 0.5, 0, 255).astype(np.uint8)
+
+
+def foreground_colour(lin: np.ndarray, core: np.ndarray, fallback: np.ndarray, radius: int) -> np.ndarray:
+    """Per pixel, the mean linear colour of the nearby ``core`` pixels (else ``fallback`` ones)."""
+    k = (2 * radius + 1, 2 * radius + 1)
+    out = lin.copy()
+    missing = np.ones(core.shape, bool)
+    for samples in (core, fallback):
+        w = cv2.boxFilter(samples.astype(np.float32), -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        s = cv2.boxFilter(lin * samples[..., None], -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        have = missing & (w > 0.5)
+        out[have] = s[have] / w[have][:, None]
+        missing &= ~have
+    return out
+
+
+def pixelwise(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
+              bulk: Callable[[np.ndarray], np.ndarray],
+              change: Callable[[np.ndarray, np.ndarray], np.ndarray],
+              foreground: np.ndarray | None = None) -> np.ndarray:
+    """Edited sRGB (0..255) for each pixel where ``alpha > 0``, for a per-pixel colour edit.
+
+    ``bulk(mask)`` edits the fully weighted pixels (uint8 in, float sRGB out; the fast path).
+    Pixels of the soft edge are mixtures of the region's surface and its neighbour; editing the
+    mixture as if it were all surface would leave a fringe (a dark rim around a wall turned
+    white). Instead, as linear light mixes, they receive the change the nearby surface gets:
+    ``pixel + change(F) - F`` with F the local surface colour, ``change(lin, mask)`` being the
+    edit on linear colours. The composite then weighs that by the matte. ``foreground`` is
+    ``edge_foreground``'s result when the caller already has it.
+    """
+    touched = alpha > 0
+    full = touched & (alpha >= 1.0)
+    out = np.empty((int(touched.sum()), 3), np.float32)
+    in_full = full[touched]
+    if full.any():
+        out[in_full] = bulk(full)
+    edge = touched & ~full
+    if edge.any():
+        if foreground is None:
+            foreground = edge_foreground(rgb, alpha, region, band)
+        fg = foreground[edge]
+        out[~in_full] = to_srgb255(to_linear(rgb[edge]) + change(fg, edge) - fg)
+    return out
+
+
+def edge_foreground(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int) -> np.ndarray:
+    """The local surface colour (linear) around each pixel of the window, for soft-edge pixels."""
+    return foreground_colour(to_linear(rgb), region & (alpha >= 1.0), region, 2 * band + 1)

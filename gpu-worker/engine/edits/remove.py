@@ -1,0 +1,266 @@
+"""Remove: fill a region from its surroundings, keeping their texture.
+
+``PatchInpainter`` is exemplar-based inpainting after Criminisi, Perez and Toyama ("Region
+Filling and Object Removal by Exemplar-Based Image Inpainting", 2004), sized for a CPU:
+
+1. The hole's window (the hole plus a margin of surroundings to copy from) is filled at a reduced
+   resolution (long side ``work_side``). The fill front advances patch by patch; the next patch is
+   the one with the highest priority, confidence (how much of it is known, and how reliably) times
+   data (how strongly an edge runs into the hole there), so straight structures such as
+   baseboards, plank joints and door edges are continued before flat areas are filled in.
+2. Each patch copies the missing pixels of the best-matching fully known patch nearby (masked SSD
+   through ``cv2.matchTemplate``, with a small penalty on distance, so texture scale and lighting
+   come from close by). What is copied is real texture, with its grain and noise.
+3. At full resolution every hole pixel copies the original pixel its patch's source points to,
+   and the low-resolution result corrects the copy's low frequencies (seams between patches, light
+   falling off across the hole). Copies are what keep the fill as crisp as its surroundings, where
+   a diffusion fill (``cv2.inpaint``, ``DiffusionInpainter`` here) smears them away.
+
+``Inpainter`` is the slot for a learned model: ``TorchScriptInpainter`` runs a TorchScript export
+with LaMa's calling convention, and ``default_inpainter`` uses it when its weights are present.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Inpainter(Protocol):
+    name: str
+
+    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        """``rgb`` uint8 H x W x 3, ``hole`` bool H x W -> uint8 H x W x 3; only hole pixels may differ."""
+        ...
+
+
+class PatchInpainter:
+    name = "patch"
+
+    def __init__(self, work_side: int = 256, patch: int = 9, search: int = 64, distance_weight: float = 2e-5,
+                 guess_weight: float = 0.5) -> None:
+        self.work_side = work_side
+        self.guess_weight = guess_weight  # a mask value: OpenCV weighs squared differences by its square
+        self.r = patch // 2
+        self.search = search
+        self.distance_weight = distance_weight
+
+    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        if not hole.any():
+            return rgb.copy()
+        if hole.all():  # nothing to copy from
+            return np.broadcast_to(rgb.reshape(-1, 3).mean(axis=0).astype(np.uint8), rgb.shape).copy()
+        h, w = hole.shape
+        img = rgb.astype(np.float32) / 255.0
+        scale = max(1.0, max(h, w) / self.work_side)
+        size = (max(1, round(w / scale)), max(1, round(h / scale)))
+        if size == (w, h):
+            work, work_hole = img, hole
+        else:
+            work = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            work_hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+        filled, off_y, off_x = self._fill(work, work_hole)
+        return self._synthesise(rgb, img, hole, filled, work_hole, off_y, off_x)
+
+    def _fill(self, img: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Exemplar fill at work resolution: the filled image and each pixel's source offset."""
+        r = self.r
+        side = 2 * r + 1
+        # pad by r so that every patch centred in the image is addressable; the pad is neither
+        # known (never matched, never a source) nor unknown (never filled)
+        image = cv2.copyMakeBorder(img, r, r, r, r, cv2.BORDER_REFLECT)
+        inside = np.zeros(image.shape[:2], bool)
+        inside[r:-r, r:-r] = True
+        unknown = np.zeros_like(inside)
+        unknown[r:-r, r:-r] = hole
+        known = inside & ~unknown
+        source_ok = cv2.erode(known.astype(np.uint8), np.ones((side, side), np.uint8),
+                              borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+        if not source_ok.any():
+            telea = cv2.inpaint((img * 255 + 0.5).astype(np.uint8), hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+            return telea.astype(np.float32) / 255, np.zeros(hole.shape, np.int32), np.zeros(hole.shape, np.int32)
+        # edges that run into the hole are read from a smooth first guess of it
+        guess8 = cv2.inpaint((image * 255 + 0.5).astype(np.uint8), unknown.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+        guess = guess8.astype(np.float32) / 255.0
+        guide = cv2.cvtColor(guess8, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+        confidence = known.astype(np.float32)
+        off_y = np.zeros(inside.shape, np.int32)
+        off_x = np.zeros(inside.shape, np.int32)
+        priority = np.full(inside.shape, -np.inf, np.float32)
+        hp, wp = inside.shape
+
+        def refresh(y0: int, y1: int, x0: int, x1: int) -> None:
+            """Recompute front and priorities in rows y0:y1, columns x0:x1 (with filter margins)."""
+            y0, y1, x0, x1 = max(0, y0), min(hp, y1), max(0, x0), min(wp, x1)
+            m = side + 2
+            ya, yb, xa, xb = max(0, y0 - m), min(hp, y1 + m), max(0, x0 - m), min(wp, x1 + m)
+            kn = known[ya:yb, xa:xb]
+            un = unknown[ya:yb, xa:xb]
+            front = un & cv2.dilate(kn.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            conf = cv2.boxFilter(confidence[ya:yb, xa:xb], -1, (side, side), normalize=True,
+                                 borderType=cv2.BORDER_CONSTANT)
+            kf = cv2.GaussianBlur(kn.astype(np.float32), (0, 0), 1.0)
+            ny, nx = cv2.Sobel(kf, cv2.CV_32F, 0, 1), cv2.Sobel(kf, cv2.CV_32F, 1, 0)
+            norm = np.sqrt(nx * nx + ny * ny) + 1e-6
+            g = guide[ya:yb, xa:xb]
+            gy, gx = cv2.Sobel(g, cv2.CV_32F, 0, 1) / 8, cv2.Sobel(g, cv2.CV_32F, 1, 0) / 8
+            data = np.abs(-gy * nx + gx * ny) / norm  # isophote (perpendicular to the gradient) . normal
+            local = np.where(front, conf * (data + 0.01), -np.inf)
+            sy, sx = slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa)
+            priority[y0:y1, x0:x1] = local[sy, sx]
+
+        refresh(0, hp, 0, wp)
+        while True:
+            flat = int(np.argmax(priority))
+            if not np.isfinite(priority.flat[flat]):
+                break
+            py, px = divmod(flat, wp)
+            patch = (slice(py - r, py + r + 1), slice(px - r, px + r + 1))
+            # Known pixels are matched; the missing ones are compared, at a low weight, with the
+            # smooth first guess, so a source whose missing part is a different material (a
+            # baseboard above a floor patch) loses even when its known part fits.
+            mask = known[patch][..., None]
+            template = np.where(mask, image[patch], guess[patch])
+            tmask = np.broadcast_to(np.where(mask, 1.0, self.guess_weight), template.shape).astype(np.float32)
+            qy, qx = self._best_source(image, template, tmask, source_ok, py, px)
+            new = unknown[patch].copy()
+            src = (slice(qy - r, qy + r + 1), slice(qx - r, qx + r + 1))
+            image[patch][new] = image[src][new]
+            guide[patch][new] = image[src][new] @ np.array([0.299, 0.587, 0.114], np.float32)
+            off_y[patch][new], off_x[patch][new] = qy - py, qx - px
+            confidence[patch][new] = float(confidence[patch].sum()) / (side * side)
+            unknown[patch] &= ~new
+            known[patch] |= new
+            refresh(py - r - 1, py + r + 2, px - r - 1, px + r + 2)
+        crop = (slice(r, -r), slice(r, -r))
+        return image[crop], off_y[crop], off_x[crop]
+
+    def _best_source(self, image: np.ndarray, template: np.ndarray, tmask: np.ndarray, source_ok: np.ndarray,
+                     py: int, px: int) -> tuple[int, int]:
+        r = self.r
+        hp, wp = source_ok.shape
+        for reach in (self.search, max(hp, wp)):  # local first; the whole window if nothing local fits
+            y0, y1 = max(0, py - reach - r), min(hp, py + reach + r + 1)
+            x0, x1 = max(0, px - reach - r), min(wp, px + reach + r + 1)
+            ok = source_ok[y0 + r:y1 - r, x0 + r:x1 - r]
+            if not ok.any():
+                continue
+            ssd = cv2.matchTemplate(image[y0:y1, x0:x1], template, cv2.TM_SQDIFF, mask=tmask)
+            cy = np.arange(y0 + r, y1 - r)[:, None] - py
+            cx = np.arange(x0 + r, x1 - r)[None, :] - px
+            cost = np.where(ok, ssd + self.distance_weight * (cy * cy + cx * cx), np.inf)
+            i = int(np.argmin(cost))
+            iy, ix = divmod(i, cost.shape[1])
+            return y0 + r + iy, x0 + r + ix
+        raise AssertionError("source_ok is not empty, so some reach finds a source")
+
+    @staticmethod
+    def _synthesise(rgb: np.ndarray, img: np.ndarray, hole: np.ndarray, filled: np.ndarray, work_hole: np.ndarray,
+                    off_y: np.ndarray, off_x: np.ndarray) -> np.ndarray:
+        """Full resolution: each hole pixel copies the original pixel its work pixel's source points
+        to; the work-resolution fill then corrects the copy's low frequencies."""
+        h, w = hole.shape
+        eh, ew = filled.shape[:2]
+        qy, qx = np.nonzero(hole)
+        cy = np.clip((qy * eh) // h, 0, eh - 1)
+        cx = np.clip((qx * ew) // w, 0, ew - 1)
+        sy = qy + np.round(off_y[cy, cx] * (h / eh)).astype(np.int64)
+        sx = qx + np.round(off_x[cy, cx] * (w / ew)).astype(np.int64)
+        ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+        ok[ok] &= ~hole[sy[ok], sx[ok]]
+        ok &= work_hole[cy, cx]
+        up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR) if (eh, ew) != (h, w) else filled
+        copy = img.copy()
+        copy[qy, qx] = up[qy, qx]
+        copy[qy[ok], qx[ok]] = img[sy[ok], sx[ok]]
+        if (eh, ew) != (h, w):
+            diff = filled - cv2.resize(copy, (ew, eh), interpolation=cv2.INTER_AREA)
+            diff = cv2.GaussianBlur(diff, (0, 0), 1.0)
+            copy[qy, qx] += cv2.resize(diff, (w, h), interpolation=cv2.INTER_LINEAR)[qy, qx]
+        out = rgb.copy()
+        out[qy, qx] = np.clip(copy[qy, qx] * 255 + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+
+class DiffusionInpainter:
+    """Plain ``cv2.inpaint`` (Telea): the baseline the patch fill is measured against."""
+
+    name = "cv2-telea"
+
+    def __init__(self, radius: int = 5) -> None:
+        self.radius = radius
+
+    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        return cv2.inpaint(rgb, hole.astype(np.uint8), self.radius, cv2.INPAINT_TELEA)
+
+
+class TorchScriptInpainter:
+    """A learned inpainter exported to TorchScript with LaMa's convention.
+
+    ``module(image, mask)``: image float 1 x 3 x H x W in [0, 1], mask float 1 x 1 x H x W (1 = fill),
+    returns 1 x 3 x H x W in [0, 1]. The window is run at most ``max_side`` on its long side (sides
+    padded to a multiple of 8); the result is scaled back and used inside the hole only.
+    """
+
+    name = "torchscript"
+
+    def __init__(self, path: Path, device: str | None = None, max_side: int = 1024) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        self.max_side = max_side
+
+    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        h, w = hole.shape
+        scale = min(1.0, self.max_side / max(h, w))
+        sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
+        img = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        msk = cv2.resize(hole.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) if scale < 1 else hole
+        ph, pw = (-sh) % 8, (-sw) % 8
+        img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_REFLECT)
+        msk = cv2.copyMakeBorder(msk.astype(np.uint8), 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0)
+        with torch.no_grad():
+            x = torch.from_numpy(img).to(self.device).permute(2, 0, 1)[None].float() / 255
+            m = torch.from_numpy(msk).to(self.device)[None, None].float()
+            y = self.module(x, m)[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+        y = (y[:sh, :sw] * 255 + 0.5).astype(np.uint8)
+        if scale < 1:
+            y = cv2.resize(y, (w, h), interpolation=cv2.INTER_CUBIC)
+        out = rgb.copy()
+        out[hole] = y[hole]
+        return out
+
+
+def learned_weights_path() -> Path | None:
+    """``INPAINT_MODEL``, else ``$MODEL_CACHE_DIR/inpaint/lama.pt``, when that file exists."""
+    explicit = os.environ.get("INPAINT_MODEL")
+    path = Path(explicit) if explicit else Path(os.environ.get("MODEL_CACHE_DIR", "/models")) / "inpaint" / "lama.pt"
+    return path if path.is_file() else None
+
+
+@lru_cache(maxsize=1)
+def default_inpainter() -> Inpainter:
+    path = learned_weights_path()
+    if path is not None:
+        try:
+            return TorchScriptInpainter(path)
+        except Exception as exc:  # unloadable weights must not take the worker down
+            log.warning("inpaint.learned_unavailable", extra={"path": str(path), "reason": str(exc)[:200]})
+    return PatchInpainter()
+
+
+def remove(rgb: np.ndarray, alpha: np.ndarray, inpainter: Inpainter) -> np.ndarray:
+    """Filled sRGB (0..255 float32) for each pixel of the window where ``alpha > 0``."""
+    hole = alpha > 0
+    return inpainter.inpaint(rgb, hole)[hole].astype(np.float32)
