@@ -61,8 +61,14 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
 
 
-def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, subsample: int = 1) -> np.ndarray:
-    """Colour-guided filter of a single-channel ``src`` (float32), guide float32 H x W x 3 in [0, 1]."""
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float,
+                  subsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Colour-guided filter of a single-channel ``src`` (float32), guide float32 H x W x 3 in [0, 1].
+
+    Also returns, from the same window sums, the colour distance between the guide's mean over
+    ``src``-weighted pixels and over the rest of the window (how different the two sides of a
+    mask border look; 0 where the window holds only one side).
+    """
     h, w = src.shape
     if subsample > 1:
         size = (max(1, w // subsample), max(1, h // subsample))
@@ -73,7 +79,8 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, s
         g, p, r = guide, src, radius
     mean_g = _box(g, r)
     mean_p = _box(p, r)
-    cov_gp = _box(g * p[..., None], r) - mean_g * mean_p[..., None]
+    mean_gp = _box(g * p[..., None], r)
+    cov_gp = mean_gp - mean_g * mean_p[..., None]
     # 3 x 3 covariance of the guide per pixel (symmetric: six entries), regularised by eps
     gr, gg, gb = g[..., 0], g[..., 1], g[..., 2]
     mr, mg, mb = mean_g[..., 0], mean_g[..., 1], mean_g[..., 2]
@@ -100,10 +107,16 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, s
     b = mean_p - (a * mean_g).sum(axis=-1)
     mean_a = _box(a, r)
     mean_b = _box(b, r)
+    both = (mean_p > 0.02) & (mean_p < 0.98)
+    m = mean_p[..., None]
+    inside = mean_gp / np.maximum(m, 1e-6)
+    outside = (mean_g - mean_gp) / np.maximum(1.0 - m, 1e-6)
+    contrast = np.where(both, np.sqrt(((inside - outside) ** 2).sum(axis=-1)), 0.0).astype(np.float32)
     if subsample > 1:
         mean_a = cv2.resize(mean_a, (w, h), interpolation=cv2.INTER_LINEAR)
         mean_b = cv2.resize(mean_b, (w, h), interpolation=cv2.INTER_LINEAR)
-    return (mean_a * guide).sum(axis=-1) + mean_b
+        contrast = cv2.resize(contrast, (w, h), interpolation=cv2.INTER_LINEAR)
+    return (mean_a * guide).sum(axis=-1) + mean_b, contrast
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -123,13 +136,12 @@ def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, 
     distance = cv2.distanceTransform((~anchor).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     within = distance <= (band if reach is None else reach) + 1e-3
     guide = rgb.astype(np.float32) * (1 / 255)
-    subsample = max(1, band // 3)
-    matte = guided_filter(guide, region.astype(np.float32), radius=band + 1, eps=2e-3, subsample=subsample)
+    subsample = max(1, band // 2)
+    matte, contrast = guided_filter(guide, region.astype(np.float32), radius=band + 1, eps=2e-3, subsample=subsample)
     # The guided filter can only place the boundary where the photo has an edge. Where the two
     # sides look alike it returns an uninformative ramp, and the mask is the better judge
     # (otherwise a rim of half-edited pixels would run along, say, a ceiling meeting a shaded
     # crown molding); trust it in proportion to the colour contrast across the border.
-    contrast = _border_contrast(guide, region, band + 1)
     trust = np.clip(contrast / EDGE_CONTRAST, 0.0, 1.0)
     alpha = trust * np.clip(matte, 0.0, 1.0) + (1.0 - trust) * region
     alpha = np.where(region, np.maximum(alpha, 0.5), np.minimum(alpha, 0.5))
@@ -147,20 +159,6 @@ def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, 
 EDGE_CONTRAST = 0.12  # colour distance (sRGB, 0..1 per channel) at which the photo's edge is trusted fully
 
 
-def _border_contrast(guide: np.ndarray, region: np.ndarray, radius: int) -> np.ndarray:
-    """Distance between the mean colours inside and outside the region near each pixel."""
-    k = (2 * radius + 1, 2 * radius + 1)
-    inside = region.astype(np.float32)
-    w_in = cv2.boxFilter(inside, -1, k, normalize=False)
-    w_out = cv2.boxFilter(1.0 - inside, -1, k, normalize=False)
-    s_in = cv2.boxFilter(guide * inside[..., None], -1, k, normalize=False)
-    s_all = cv2.boxFilter(guide, -1, k, normalize=False)
-    mean_in = s_in / np.maximum(w_in, 1e-6)[..., None]
-    mean_out = (s_all - s_in) / np.maximum(w_out, 1e-6)[..., None]
-    dist = np.sqrt(((mean_in - mean_out) ** 2).sum(axis=-1))
-    return np.where((w_in > 0.5) & (w_out > 0.5), dist, 0.0)
-
-
 def composite(out: np.ndarray, window: Window, alpha: np.ndarray, edited: np.ndarray) -> None:
     """Blend ``edited`` (float sRGB 0..255, one row per pixel where ``alpha > 0``) into ``out``.
 
@@ -174,17 +172,32 @@ def composite(out: np.ndarray, window: Window, alpha: np.ndarray, edited: np.nda
 
 
 def foreground_colour(lin: np.ndarray, core: np.ndarray, fallback: np.ndarray, radius: int) -> np.ndarray:
-    """Per pixel, the mean linear colour of the nearby ``core`` pixels (else ``fallback`` ones)."""
-    k = (2 * radius + 1, 2 * radius + 1)
-    out = lin.copy()
-    missing = np.ones(core.shape, bool)
+    """Per pixel, the mean linear colour of the nearby ``core`` pixels (else ``fallback`` ones).
+
+    The surface colour near an edge varies slowly, so it is estimated at a reduced resolution
+    when the radius allows and scaled back up.
+    """
+    h, w = core.shape
+    step = max(1, radius // 3)
+    size = (max(1, w // step), max(1, h // step))
+    small = (lambda x: cv2.resize(x, size, interpolation=cv2.INTER_AREA)) if step > 1 else (lambda x: x)
+    r = max(1, radius // step)
+    k = (2 * r + 1, 2 * r + 1)
+    lin_s = small(lin)
+    out = lin_s.copy()
+    missing = np.ones(lin_s.shape[:2], bool)
     for samples in (core, fallback):
-        w = cv2.boxFilter(samples.astype(np.float32), -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        s = cv2.boxFilter(lin * samples[..., None], -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
-        have = missing & (w > 0.5)
-        out[have] = s[have] / w[have][:, None]
+        weight = small(samples.astype(np.float32))
+        w_sum = cv2.boxFilter(weight, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        c_sum = cv2.boxFilter(lin_s * weight[..., None], -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
+        have = missing & (w_sum > 0.5)
+        out[have] = c_sum[have] / w_sum[have][:, None]
         missing &= ~have
-    return out
+    if step > 1:
+        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.where(cv2.resize(missing.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)[..., None] > 0,
+                        lin, out)
+    return np.where(missing[..., None], lin, out)
 
 
 def pixelwise(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,

@@ -1,11 +1,14 @@
 """Recolor: the surface takes the target colour and keeps its shading and texture.
 
 Lightness is mapped affinely in CIE L*: the region's mean goes to the target's L* and deviations
-from the mean are scaled by ``kappa``. ``kappa`` starts from what a change of paint does under
+from the mean are scaled by ``kappa``. ``kappa`` follows what a change of paint does under
 unchanged light (radiance scales with albedo, so L* + 16 scales by the cube root of the albedo
-ratio) and is lowered just enough that the region's brightest and darkest 0.5 % still fit between
-L* 3 and 97; the few pixels beyond roll off smoothly instead of clipping. An affine map keeps the
-lightness structure exactly, which is what a viewer reads as "the same wall, repainted".
+ratio) when that lightens, up to 1.6; when it darkens, ``kappa`` stays 1, because shading and
+texture squeezed into fewer L* units drown in 8-bit steps and a dark wall reads flat. It is then
+lowered just enough that the region's brightest and darkest 0.5 % still fit between L* 2 and 99
+(near white, the aimed mean may give up to one CIEDE2000 unit of lightness for headroom first);
+the few pixels beyond roll off smoothly instead of clipping. An affine map keeps the lightness
+structure exactly, which is what a viewer reads as "the same wall, repainted".
 
 The target's chromaticity is applied to the new luminance, then the lightness offset and the
 chromaticity are refined a few times on a sample of the region so that the mean colour of the

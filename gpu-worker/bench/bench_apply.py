@@ -1,0 +1,178 @@
+"""Apply time per action at 1, 4 and 12 MP, next to a naive full-frame float version, same run.
+
+    python bench/bench_apply.py                 # from gpu-worker/; writes bench/results/apply_cpu.md
+    python bench/bench_apply.py --sizes 1 4     # a quicker subset
+
+The photo is ``scenes.render_room`` at 1 MP, scaled up with fresh sensor noise for 4 and 12 MP
+(rendering 12 MP directly takes minutes and changes nothing about the timing); the masks are
+scaled with it. Each action is timed on its own through ``apply_edits_with`` (the numpy back end
+unless ``--backend torch``), best of ``--repeat`` runs.
+
+"naive" is the same maths written the obvious way: the whole frame converted to float64, the
+per-pixel kernel run on every pixel, the soft matte and the blend computed over the whole frame;
+for remove, the exemplar fill run on the whole frame instead of the hole's window, and plain
+``cv2.inpaint`` on the whole frame (the smearing baseline) for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PACKAGE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PACKAGE))
+
+from engine.applier import Edit, apply_edits_with, max_reach_px  # noqa: E402
+from engine.edits import colour, kernels  # noqa: E402
+from engine.edits.backend import NumpyBackend, TorchBackend  # noqa: E402
+from engine.edits.blend import edge_band_px, soft_matte  # noqa: E402
+from engine.edits.recolor import FitSamples, fit_params, initial_params, material_pattern  # noqa: E402
+from engine.edits.remove import DiffusionInpainter, PatchInpainter  # noqa: E402
+from engine.edits.tone import kernel_params  # noqa: E402
+from engine.rules import NAMED_TONES, Recolor, Remove, Tone  # noqa: E402
+from engine.segmenter import instances_from_union  # noqa: E402
+from presets.interior import PRESET  # noqa: E402
+from scenes import render_room  # noqa: E402
+
+SIZES = {1: (1155, 866), 4: (2309, 1732), 12: (4000, 3000)}
+PROTECT = ("Frame_Molding", "Glass_highlight", "Grout", "Door", "Window")
+
+
+def scene_at(base: tuple[np.ndarray, dict[str, np.ndarray]], size: tuple[int, int], seed: int):
+    rgb, masks = base
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb, masks
+    big = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    big += np.random.default_rng(seed).normal(0, 1.5, big.shape).astype(np.float32)
+    big_masks = {k: cv2.resize(v.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+                 for k, v in masks.items()}
+    return np.clip(big + 0.5, 0, 255).astype(np.uint8), big_masks
+
+
+# -- the naive version -----------------------------------------------------------------------------
+
+
+def _decode(rgb8: np.ndarray) -> np.ndarray:
+    c = rgb8.astype(np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _encode(lin: np.ndarray) -> np.ndarray:
+    c = np.clip(lin, 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055) * 255.0
+
+
+def naive_apply(image: np.ndarray, edit: Edit, protect: np.ndarray) -> np.ndarray:
+    """One edit, every step on the whole frame in float64 (no window, no tables, no gathers)."""
+    band = edge_band_px(image.shape)
+    region = edit.mask & ~protect
+    alpha = soft_matte(image, region, protect, band).astype(np.float64)
+    if isinstance(edit.op, Remove):
+        filled = PatchInpainter().inpaint(image, alpha > 0).astype(np.float64)
+    else:
+        lin = _decode(image).reshape(-1, 3)
+        if isinstance(edit.op, Recolor):
+            l_region = colour.lstar(colour.luminance(colour.to_linear(image[region])))
+            params, aim = initial_params(l_region, edit.op.rgb)
+            material = None
+            if edit.op.material != "flat":
+                l_full = colour.lstar(colour.luminance(lin.reshape(image.shape).astype(np.float32)))
+                material = (material_pattern(edit.op.material, l_full, region, 0) * 3.0).astype(np.float64)
+            params = fit_params(params, aim, edit.op.rgb, FitSamples(image, alpha.astype(np.float32), region, None,
+                                                                     None if material is None else material))
+            out = kernels.recolor(lin, params, np, None if material is None else material.reshape(-1))
+        else:
+            mean_l = float(colour.lstar(colour.luminance(colour.to_linear(image[region]))).mean())
+            out = kernels.tone(lin, kernel_params(edit.op.params, mean_l), np)
+        filled = _encode(out).reshape(image.shape)
+    blended = image.astype(np.float64) * (1 - alpha[..., None]) + filled * alpha[..., None]
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+# -- timing ----------------------------------------------------------------------------------------
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 12], choices=sorted(SIZES))
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--backend", choices=["numpy", "torch"], default="numpy")
+    parser.add_argument("--out", type=Path, default=PACKAGE / "bench" / "results" / "apply_cpu.md")
+    args = parser.parse_args()
+
+    backend = NumpyBackend() if args.backend == "numpy" else TorchBackend("cuda")
+    base = render_room(*SIZES[1], seed=0)
+    palette = PRESET.palette
+    rows = []
+    for mp in args.sizes:
+        rgb, masks = scene_at(base, SIZES[mp], seed=mp)
+        protect = np.zeros(rgb.shape[:2], bool)
+        for name in PROTECT:
+            protect |= masks[name]
+        furniture = sorted(instances_from_union(masks["Furniture"], True), key=lambda i: i.area)
+        oak = palette["oak_a"]
+        actions = [
+            ("recolor Wall (flat)", Edit(Recolor(palette["sage"].rgb), masks["Wall"])),
+            ("recolor Floor (wood)", Edit(Recolor(oak.rgb, oak.material, oak.spread), masks["Floor"])),
+            ("tone Ceiling (bright)", Edit(Tone(NAMED_TONES["bright"]), masks["Ceiling"])),
+            ("remove lamp", Edit(Remove(), furniture[0].mask)),
+            ("remove table", Edit(Remove(), furniture[1].mask)),
+        ]
+        for label, edit in actions:
+            share = (edit.mask & ~protect).mean()
+            ours = best_of(lambda: apply_edits_with(rgb, [edit], protect, backend=backend,
+                                                    inpainter=PatchInpainter()), args.repeat)
+            naive = best_of(lambda: naive_apply(rgb, edit, protect), 1 if mp == 12 else args.repeat)
+            extra = ""
+            if isinstance(edit.op, Remove):
+                hole = cv2.dilate(edit.mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+                telea = best_of(lambda: DiffusionInpainter().inpaint(rgb, hole), 1)
+                extra = f"cv2.inpaint full frame {telea:.2f} s"
+            rows.append((mp, label, share, ours, naive, extra))
+            print(f"{mp:>3} MP  {label:24s} region {share:6.1%}  ours {ours:7.3f} s   naive {naive:7.3f} s"
+                  f"   x{naive / ours:5.1f}  {extra}", flush=True)
+
+    lines = [
+        "# Apply time per action, CPU",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, numpy {np.__version__}, OpenCV {cv2.__version__}; "
+        f"back end `{backend.name}`. Best of {args.repeat} runs (naive at 12 MP: 1 run).",
+        "",
+        "Photo: the sample room (scenes.render_room, 1 MP) scaled to each size with fresh noise; "
+        "protect = Frame_Molding, Glass_highlight, Grout, Door, Window. "
+        "`naive`: the same maths on the whole frame in float64 (remove: the exemplar fill over the "
+        f"whole frame). Soft-edge band at 1/4/12 MP: {', '.join(str(edge_band_px((SIZES[m][1], SIZES[m][0]))) for m in (1, 4, 12))} px; "
+        f"reach limit {', '.join(str(max_reach_px((SIZES[m][1], SIZES[m][0]))) for m in (1, 4, 12))} px.",
+        "",
+        "| MP | action | region | ours (s) | naive full-frame (s) | speed-up | note |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for mp, label, share, ours, naive, extra in rows:
+        lines.append(f"| {mp} | {label} | {share:.1%} | {ours:.3f} | {naive:.3f} | {naive / ours:.1f}x | {extra} |")
+    lines += ["", "GPU: not measured in this run (no GPU was available); the torch path "
+              "(`--backend torch`) runs the per-pixel recolor and tone kernels on CUDA.", ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
