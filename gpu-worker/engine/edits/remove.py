@@ -67,11 +67,11 @@ class PatchInpainter:
         else:
             work = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
             work_hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
-        filled, off_y, off_x = self._fill(work, work_hole)
-        return self._synthesise(rgb, img, hole, filled, work_hole, off_y, off_x)
+        filled, off_y, off_x, shift = self._fill(work, work_hole)
+        return self._synthesise(rgb, img, hole, filled, work_hole, off_y, off_x, shift)
 
-    def _fill(self, img: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Exemplar fill at work resolution: the filled image and each pixel's source offset."""
+    def _fill(self, img: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Exemplar fill at work resolution: the filled image, each pixel's source offset and brightness shift."""
         r = self.r
         side = 2 * r + 1
         # pad by r so that every patch centred in the image is addressable; the pad is neither
@@ -86,7 +86,8 @@ class PatchInpainter:
                               borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
         if not source_ok.any():
             telea = cv2.inpaint((img * 255 + 0.5).astype(np.uint8), hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
-            return telea.astype(np.float32) / 255, np.zeros(hole.shape, np.int32), np.zeros(hole.shape, np.int32)
+            zeros = np.zeros(hole.shape, np.int32)
+            return telea.astype(np.float32) / 255, zeros, zeros, np.zeros(hole.shape, np.float32)
         # edges that run into the hole are read from a smooth first guess of it
         guess8 = cv2.inpaint((image * 255 + 0.5).astype(np.uint8), unknown.astype(np.uint8), 5, cv2.INPAINT_TELEA)
         guess = guess8.astype(np.float32) / 255.0
@@ -94,6 +95,7 @@ class PatchInpainter:
         confidence = known.astype(np.float32)
         off_y = np.zeros(inside.shape, np.int32)
         off_x = np.zeros(inside.shape, np.int32)
+        offset_level = np.zeros(inside.shape, np.float32)
         priority = np.full(inside.shape, -np.inf, np.float32)
         hp, wp = inside.shape
 
@@ -130,41 +132,57 @@ class PatchInpainter:
             mask = known[patch][..., None]
             template = np.where(mask, image[patch], guess[patch])
             tmask = np.broadcast_to(np.where(mask, 1.0, self.guess_weight), template.shape).astype(np.float32)
-            qy, qx = self._best_source(image, template, tmask, source_ok, py, px)
+            qy, qx, shift = self._best_source(image, template, tmask, source_ok, py, px)
             new = unknown[patch].copy()
             src = (slice(qy - r, qy + r + 1), slice(qx - r, qx + r + 1))
-            image[patch][new] = image[src][new]
-            guide[patch][new] = image[src][new] @ np.array([0.299, 0.587, 0.114], np.float32)
+            image[patch][new] = image[src][new] + shift
+            guide[patch][new] = image[patch][new] @ np.array([0.299, 0.587, 0.114], np.float32)
             off_y[patch][new], off_x[patch][new] = qy - py, qx - px
+            offset_level[patch][new] = shift
             confidence[patch][new] = float(confidence[patch].sum()) / (side * side)
             unknown[patch] &= ~new
             known[patch] |= new
             refresh(py - r - 1, py + r + 2, px - r - 1, px + r + 2)
         crop = (slice(r, -r), slice(r, -r))
-        return image[crop], off_y[crop], off_x[crop]
+        return image[crop], off_y[crop], off_x[crop], offset_level[crop]
 
     def _best_source(self, image: np.ndarray, template: np.ndarray, tmask: np.ndarray, source_ok: np.ndarray,
-                     py: int, px: int) -> tuple[int, int]:
+                     py: int, px: int) -> tuple[int, int, float]:
+        """Centre of the best source patch, and the brightness shift to apply to what it copies.
+
+        Patches are compared up to a brightness shift, half of which is forgiven: light falls
+        off across a wall, and the best texture for a spot often sits where it is a little
+        brighter or darker. The shift is then added to the copy so that it meets its new
+        surroundings without a step.
+        """
         r = self.r
         hp, wp = source_ok.shape
+        weight = tmask * tmask  # OpenCV weighs squared differences by the mask's square
+        w_total = float(weight.sum())
+        wt_sum = float((weight * template).sum())
         for reach in (self.search, max(hp, wp)):  # local first; the whole window if nothing local fits
             y0, y1 = max(0, py - reach - r), min(hp, py + reach + r + 1)
             x0, x1 = max(0, px - reach - r), min(wp, px + reach + r + 1)
             ok = source_ok[y0 + r:y1 - r, x0 + r:x1 - r]
             if not ok.any():
                 continue
-            ssd = cv2.matchTemplate(image[y0:y1, x0:x1], template, cv2.TM_SQDIFF, mask=tmask)
+            area = image[y0:y1, x0:x1]
+            ssd = cv2.matchTemplate(area, template, cv2.TM_SQDIFF, mask=tmask)
+            ws_sum = cv2.matchTemplate(area, weight, cv2.TM_CCORR)
+            diff = wt_sum - ws_sum  # weighted sum of template minus source
+            ssd = ssd - diff * diff / (2.0 * w_total)
             cy = np.arange(y0 + r, y1 - r)[:, None] - py
             cx = np.arange(x0 + r, x1 - r)[None, :] - px
             cost = np.where(ok, ssd + self.distance_weight * (cy * cy + cx * cx), np.inf)
             i = int(np.argmin(cost))
             iy, ix = divmod(i, cost.shape[1])
-            return y0 + r + iy, x0 + r + ix
+            shift = float(diff[iy, ix]) / (2.0 * w_total)
+            return y0 + r + iy, x0 + r + ix, shift
         raise AssertionError("source_ok is not empty, so some reach finds a source")
 
     @staticmethod
     def _synthesise(rgb: np.ndarray, img: np.ndarray, hole: np.ndarray, filled: np.ndarray, work_hole: np.ndarray,
-                    off_y: np.ndarray, off_x: np.ndarray) -> np.ndarray:
+                    off_y: np.ndarray, off_x: np.ndarray, shift: np.ndarray) -> np.ndarray:
         """Full resolution: each hole pixel copies the original pixel its work pixel's source points
         to; the work-resolution fill then corrects the copy's low frequencies."""
         h, w = hole.shape
@@ -180,7 +198,7 @@ class PatchInpainter:
         up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR) if (eh, ew) != (h, w) else filled
         copy = img.copy()
         copy[qy, qx] = up[qy, qx]
-        copy[qy[ok], qx[ok]] = img[sy[ok], sx[ok]]
+        copy[qy[ok], qx[ok]] = img[sy[ok], sx[ok]] + shift[cy[ok], cx[ok], None]
         if (eh, ew) != (h, w):
             diff = filled - cv2.resize(copy, (ew, eh), interpolation=cv2.INTER_AREA)
             diff = cv2.GaussianBlur(diff, (0, 0), 1.0)
