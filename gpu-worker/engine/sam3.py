@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -255,7 +256,8 @@ class Sam3Segmenter:
 
     def _upload(self, image: np.ndarray) -> torch.Tensor:
         """uint8 H x W x 3 on the host -> uint8 3 x H x W on the device."""
-        return torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)
+        host = np.ascontiguousarray(image) if image.flags.writeable else np.array(image)  # torch wants writable
+        return torch.from_numpy(host).to(self.device).permute(2, 0, 1)
 
     # -- the model ------------------------------------------------------------------------------
 
@@ -440,9 +442,30 @@ def refine_masks(
 
 
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean of ``x`` (..., H, W) over each (2r+1)^2 window clipped to the image, in O(1) per pixel
+    """Mean of ``x`` (N, C, H, W) over each (2r+1)^2 window clipped to the image, in O(1) per pixel
     (running sums along each axis; exact enough in float32 at the working resolution)."""
+    if x.device.type == "cpu":
+        return _box_mean_cv2(x, radius)
+    return box_mean_running_sums(x, radius)
+
+
+def box_mean_running_sums(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """``box_mean`` on any device (used on the GPU), from running sums along each axis."""
     return _box_mean_1d(_box_mean_1d(x, radius, -1), radius, -2)
+
+
+def _box_mean_cv2(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """The same on the host through OpenCV's box filter, about ten times faster there than
+    running sums in torch. Zero padding divided by the window's in-image share = clipped mean."""
+    size = (2 * radius + 1, 2 * radius + 1)
+    planes = x.detach().float().contiguous().numpy().reshape(-1, *x.shape[-2:])
+
+    def window_mean(plane: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(plane, -1, size, normalize=True, borderType=cv2.BORDER_CONSTANT)
+
+    share = window_mean(np.ones(x.shape[-2:], np.float32))
+    out = np.stack([window_mean(plane) for plane in planes]) / share
+    return torch.from_numpy(out.reshape(x.shape)).to(x.dtype)
 
 
 def _box_mean_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:

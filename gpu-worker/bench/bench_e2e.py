@@ -1,0 +1,346 @@
+"""End-to-end throughput: a job of N photos through an S3 server and a callback receiver on
+loopback, the worker's pipeline next to a naive sequential one, in the same run.
+
+    python bench/bench_e2e.py                      # CPU: tiny random-weight SAM3, 16 photos at 12 MP
+    python bench/bench_e2e.py --model full         # GPU: full-size Sam3Config(), random weights, bf16
+
+Each variant runs in its own process (so its peak memory is its own) against the same moto S3
+server and loopback receiver, which live in this parent process:
+
+- ``pipeline``: the worker as deployed (``Pipeline``: photos in flight overlap download, decode,
+  segmentation, edits, encode, upload and callbacks; one vision pass per photo; batched photos).
+- ``naive``: one photo after another: download, decode, segment with one full model forward per
+  prompt (the usage in the transformers docs), edits in full-frame float, PNG ``optimize=True``,
+  upload, callback.
+- ``model``: the segmenter alone on photos already decoded in memory (the ceiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+BUCKET = "bench-bucket"
+KEY_ID, KEY_SECRET = "bench-key", "bench-secret"
+CALLBACK_SECRET = "bench-callback-secret"
+CONCEPTS = {"Wall": {"action": "recolor", "value": "sage"}, "Floor": {"action": "recolor", "value": "walnut"},
+            "Ceiling": {"action": "tone", "value": "bright"}, "Furniture": {"action": "remove"}}
+PROTECT = ["Window", "Frame_Molding"]
+
+
+# -- parent ------------------------------------------------------------------------------------
+
+
+def make_photos(count: int, megapixels: float, folder: Path) -> list[bytes]:
+    """Rendered rooms, upscaled to the size asked for, with sensor-like noise, as JPEG q90."""
+    import cv2
+    from PIL import Image
+
+    from scenes import render_room
+
+    width = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
+    height = int(round(width * 3 / 4))
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = []
+    for i in range(count):
+        path = folder / f"{width}x{height}_{i}.jpg"
+        if not path.exists():
+            rgb, _ = render_room(800, 600, seed=i)
+            big = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+            big += np.random.default_rng(i).normal(0, 2.5, big.shape).astype(np.float32)
+            Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(path, quality=90)
+        photos.append(path.read_bytes())
+    return photos
+
+
+def job(job_id: str, count: int, receiver_url: str, in_flight: int) -> dict:
+    return {
+        "job_id": job_id, "user_id": "u_bench", "preset": "interior", "stage": "full",
+        "concepts": CONCEPTS, "protect": PROTECT,
+        "items": [{"idx": i, "input_key": f"inputs/u_bench/{job_id}/{i}.jpg",
+                   "output_key": f"outputs/u_bench/{job_id}/{i}_result.png",
+                   "preview_key": f"previews/u_bench/{job_id}/{i}_thumb.jpg"} for i in range(count)],
+        "callback_url": f"{receiver_url}/jobs/{job_id}/callback", "idempotency_prefix": job_id,
+        "batch_concurrency": in_flight,
+    }
+
+
+def run_child(variant: str, args: argparse.Namespace, endpoint: str, receiver_url: str, checkpoint: str,
+              photos_dir: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", variant, "--endpoint", endpoint, "--receiver", receiver_url,
+           "--checkpoint", checkpoint, "--photos", str(args.photos), "--in-flight", str(args.in_flight),
+           "--photos-dir", str(photos_dir), "--model", args.model]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "LOG_LEVEL": "warning"})
+    if out.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=16)
+    parser.add_argument("--megapixels", type=float, default=12.0)
+    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--model", choices=["tiny", "full"], default="tiny")
+    parser.add_argument("--variants", default="model,pipeline,naive")
+    parser.add_argument("--child")
+    parser.add_argument("--endpoint")
+    parser.add_argument("--receiver")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--photos-dir")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from engine.receiver import LoopbackReceiver
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    photos_dir = ROOT / "bench" / "out" / "photos"
+    photos = make_photos(args.photos, args.megapixels, photos_dir)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id=KEY_ID, aws_secret_access_key=KEY_SECRET)
+    s3.create_bucket(Bucket=BUCKET)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp, LoopbackReceiver(CALLBACK_SECRET) as receiver:
+        checkpoint = "full-random"
+        if args.model == "tiny":
+            from tests.sam3_tiny import save_tiny_sam3
+
+            checkpoint = str(save_tiny_sam3(Path(tmp) / "tiny"))
+        for variant in args.variants.split(","):
+            job_id = f"job_{variant}"
+            for i, data in enumerate(photos):
+                s3.put_object(Bucket=BUCKET, Key=f"inputs/u_bench/{job_id}/{i}.jpg", Body=data)
+            before = len(receiver.received)
+            results[variant] = run_child(variant, args, endpoint, receiver.url, checkpoint, photos_dir)
+            if variant != "model":
+                got = receiver.received[before:]
+                assert len(got) == args.photos and all(cb.verified for cb in got), f"{variant}: callbacks"
+                assert all(cb.payload["status"] == "done" for cb in got), f"{variant}: items failed"
+    server.stop()
+    report(args, results)
+
+
+def report(args: argparse.Namespace, results: dict) -> None:
+    device = results[next(iter(results))]["device"]
+    lines = [f"# End-to-end benchmark: {args.photos} photos at {args.megapixels:g} MP, "
+             f"{args.in_flight} in flight, {args.model} SAM3",
+             "", f"Device: {device}; host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores.",
+             "", "| variant | wall s | photos/s | peak RSS MB | peak GPU MB | vs naive |", "|---|---|---|---|---|---|"]
+    naive = results.get("naive", {}).get("photos_per_s")
+    for name, r in results.items():
+        ratio = f"{r['photos_per_s'] / naive:.2f}x" if naive else "-"
+        lines.append(f"| {name} | {r['wall_s']:.2f} | {r['photos_per_s']:.3f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r.get('peak_gpu_mb', 0):.0f} | {ratio} |")
+    if "model" in results and "pipeline" in results:
+        share = results["pipeline"]["photos_per_s"] / results["model"]["photos_per_s"]
+        lines += ["", f"Pipeline throughput is {share:.0%} of model-only throughput."]
+    lines += ["", "Seconds per stage, summed over photos (async stages include time spent waiting "
+                  "for their turn):", "", "| variant | " + " | ".join(STAGES) + " |",
+              "|---|" + "---|" * len(STAGES)]
+    for name, r in results.items():
+        if "stages" in r:
+            lines.append(f"| {name} | " + " | ".join(f"{r['stages'].get(s, 0):.2f}" for s in STAGES) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    slug = device.lower().replace(" ", "-")
+    (ROOT / "bench" / "results" / f"e2e_{args.model}_{slug}.md").write_text(text)
+
+
+STAGES = ["download", "decode", "segment", "apply", "encode", "upload", "callback"]
+
+
+# -- children ----------------------------------------------------------------------------------
+
+
+def child(args: argparse.Namespace) -> dict:
+    import asyncio
+
+    from engine.settings import Settings
+
+    settings = Settings(
+        storage_s3_endpoint=args.endpoint, storage_bucket=BUCKET, storage_access_key=KEY_ID,
+        storage_secret_key=KEY_SECRET, storage_region="us-east-1", gpu_callback_secret=CALLBACK_SECRET,
+        callback_allowed_hosts=args.receiver.removeprefix("http://"), batch_concurrency=args.in_flight,
+        sam3_model=args.checkpoint, segmenter="sam3",
+    )
+    segmenter = load_segmenter(args, settings)
+    device = segmenter.device_label
+    if args.child == "model":
+        result = bench_model_only(segmenter, args)
+    elif args.child == "pipeline":
+        result = asyncio.run(bench_pipeline(segmenter, settings, args))
+    else:
+        result = bench_naive(segmenter, settings, args)
+    result["device"] = device
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import torch
+
+    if torch.cuda.is_available():
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def load_segmenter(args: argparse.Namespace, settings):
+    from engine.sam3 import Sam3Segmenter, device_name, load_sam3_segmenter, pick_device
+
+    if args.checkpoint != "full-random":
+        segmenter = load_sam3_segmenter(settings)
+    else:
+        import torch
+        from transformers import Sam3Config, Sam3Model, Sam3Processor
+        from tests.sam3_tiny import save_tiny_sam3
+
+        device = pick_device(None)
+        model = Sam3Model(Sam3Config()).to(device, torch.bfloat16).eval()
+        with tempfile.TemporaryDirectory() as tmp:  # tokenizer only; the image processor at full size
+            processor = Sam3Processor.from_pretrained(save_tiny_sam3(Path(tmp)))
+        processor.image_processor.size = {"height": 1008, "width": 1008}
+        segmenter = Sam3Segmenter(model, processor, device)
+        segmenter.warm_up()
+    segmenter.device_label = device_name(segmenter.device)
+    return segmenter
+
+
+def prompts_of():
+    from engine.job import parse_job
+    from engine.rules import make_plan
+
+    plan = make_plan(parse_job(job("job_x", 1, "http://127.0.0.1:1", 1)))
+    return plan, plan.concepts_to_find()
+
+
+def bench_model_only(segmenter, args) -> dict:
+    from engine.postprocess import decode_image
+    from engine.segmenter import SegmentRequest
+
+    _, concepts = prompts_of()
+    images = [decode_image(p.read_bytes(), max_pixels=10**9, max_side=4096).rgb
+              for p in sorted(Path(args.photos_dir).glob("*.jpg"))[: args.photos]]
+    started = time.perf_counter()
+    for i in range(0, len(images), args.in_flight):
+        segmenter.segment([SegmentRequest(im, str(i)) for im in images[i : i + args.in_flight]], concepts)
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "photos_per_s": len(images) / wall}
+
+
+async def bench_pipeline(segmenter, settings, args) -> dict:
+    from engine.wiring import build_pipeline
+
+    pipeline = build_pipeline(settings, segmenter=segmenter)
+    started = time.perf_counter()
+    result = await pipeline.run_job(job("job_pipeline", args.photos, args.receiver, args.in_flight))
+    wall = time.perf_counter() - started
+    assert result["status"] == "completed", result
+    return {"wall_s": wall, "photos_per_s": args.photos / wall, "stages": pipeline.stages.seconds}
+
+
+def bench_naive(segmenter, settings, args) -> dict:
+    """One photo after another, each stage done the straightforward way."""
+    import boto3
+    import httpx
+    from PIL import Image, ImageOps
+
+    from engine.callback import authorization_header, encode_body
+    from engine.logs import StageClock
+    from engine.pipeline import edits_for
+
+    plan, concepts = prompts_of()
+    spec = job("job_naive", args.photos, args.receiver, 1)
+    s3 = boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1",
+                      aws_access_key_id=KEY_ID, aws_secret_access_key=KEY_SECRET)
+    clock = StageClock()
+    started = time.perf_counter()
+    with httpx.Client() as http:
+        for item in spec["items"]:
+            with clock.timed("download"):
+                data = s3.get_object(Bucket=BUCKET, Key=item["input_key"])["Body"].read()
+            with clock.timed("decode"):
+                rgb = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+            with clock.timed("segment"):
+                masks = naive_segment(segmenter, rgb, concepts)
+            with clock.timed("apply"):
+                edits, protect = edits_for(plan, masks)
+                result = naive_apply(rgb, edits, protect)
+            with clock.timed("encode"):
+                png, thumb = io.BytesIO(), io.BytesIO()
+                Image.fromarray(result).save(png, format="PNG", optimize=True)
+                small = Image.fromarray(result)
+                small.thumbnail((300, 300))
+                small.save(thumb, format="JPEG", quality=85)
+            with clock.timed("upload"):
+                s3.put_object(Bucket=BUCKET, Key=item["output_key"], Body=png.getvalue(), ContentType="image/png")
+                s3.put_object(Bucket=BUCKET, Key=item["preview_key"], Body=thumb.getvalue(), ContentType="image/jpeg")
+            with clock.timed("callback"):
+                key = f"job_naive:{item['idx']}:0"
+                body = encode_body({"job_id": "job_naive", "idx": item["idx"], "status": "done",
+                                    "output_key": item["output_key"], "preview_key": item["preview_key"],
+                                    "mask_keys": {}, "instances_key": None, "error": None, "error_code": None,
+                                    "idempotency_key": key})
+                http.post(spec["callback_url"], content=body, headers={
+                    "Content-Type": "application/json", "Idempotency-Key": key,
+                    "Authorization": authorization_header(CALLBACK_SECRET, body)}).raise_for_status()
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "photos_per_s": args.photos / wall, "stages": clock.seconds}
+
+
+def naive_segment(segmenter, rgb: np.ndarray, concepts) -> dict:
+    """The transformers docs' usage: processor + full model forward + post-processing, per prompt."""
+    import torch
+    from PIL import Image
+
+    from engine.segmenter import ConceptMasks, instances_from_union
+
+    model, processor = segmenter.model, segmenter.processor
+    image = Image.fromarray(rgb)
+    masks = {}
+    for concept in concepts:
+        with torch.inference_mode():
+            inputs = processor(images=image, text=concept.prompt, return_tensors="pt").to(segmenter.device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(segmenter.dtype)
+            outputs = model(**inputs)
+            found = processor.post_process_instance_segmentation(
+                outputs, threshold=concept.threshold, mask_threshold=0.5,
+                target_sizes=inputs.get("original_sizes").tolist())[0]
+        union = found["masks"].bool().any(0).cpu().numpy() if len(found["masks"]) else np.zeros(rgb.shape[:2], bool)
+        masks[concept.name] = ConceptMasks(concept.name, union, instances_from_union(union, concept.multi_instance))
+    return masks
+
+
+def naive_apply(rgb: np.ndarray, edits, protect) -> np.ndarray:
+    """Full-frame float64 edits, one after another (bench_apply's naive version of each edit)."""
+    from bench.bench_apply import naive_apply as naive_edit
+
+    protect = np.zeros(rgb.shape[:2], bool) if protect is None else protect
+    out = rgb
+    for edit in edits:
+        if (edit.mask & ~protect).any():
+            out = naive_edit(out, edit, protect)
+    return out
+
+
+if __name__ == "__main__":
+    main()
