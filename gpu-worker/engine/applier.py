@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engine.edits.backend import Backend, default_backend
+from engine.edits.backend import Backend, choose_backend
 from engine.edits.blend import composite, edge_band_px, soft_matte, window_around
 from engine.edits.recolor import recolor
-from engine.edits.remove import Inpainter, default_inpainter, remove
+from engine.edits.remove import Inpainter, PatchInpainter, remove
 from engine.edits.tone import tone
 from engine.rules import Op, Recolor, Remove, Tone
 
@@ -78,11 +78,11 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
         if not (alpha > 0).any():
             continue
         if isinstance(edit.op, Recolor):
-            edited = recolor(rgb, alpha, win_region, edit.op, band, backend or default_backend())
+            edited = recolor(rgb, alpha, win_region, edit.op, band, backend or choose_backend())
         elif isinstance(edit.op, Tone):
-            edited = tone(rgb, alpha, win_region, edit.op.params, band, backend or default_backend())
+            edited = tone(rgb, alpha, win_region, edit.op.params, band, backend or choose_backend())
         elif isinstance(edit.op, Remove):
-            edited = remove(rgb, alpha, inpainter or default_inpainter())
+            edited = remove(rgb, alpha, inpainter or PatchInpainter())
         else:  # pragma: no cover - Op is a closed union
             raise TypeError(f"unknown edit {edit.op!r}")
         composite(out, window, alpha, edited)

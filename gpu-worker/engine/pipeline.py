@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.applier import Edit, apply_edits
+from engine.applier import Edit, apply_edits_with
 from engine.batching import SegmentBatcher
+from engine.edits.backend import choose_backend
+from engine.edits.remove import choose_inpainter
 from engine.callback import CallbackSender, Delivery
 from engine.errors import (DeviceFailure, InputNotFound, JobParseError, MasksNotFound, ShuttingDown, WorkerError,
                            error_code_of)
@@ -27,7 +29,7 @@ from engine.job import (Envelope, Item, Job, check_item_keys, idempotency_key, i
                         mask_key, parse_envelope, parse_job, unwrap_event)
 from engine.logs import StageClock, Stopwatch, idx_var, job_id_var
 from engine.postprocess import (DecodedImage, decode_image, decode_instances, decode_mask, encode_instances,
-                                encode_mask, encode_png, encode_thumbnail)
+                                encode_mask, encode_png, encode_thumbnail, gpu_jpeg_device)
 from engine.rules import Plan, make_plan
 from engine.segmenter import ConceptMasks, Segmentation, SegmentRequest, Segmenter, instances_from_union
 from engine.settings import Settings
@@ -113,6 +115,9 @@ class Pipeline:
         self.callbacks = callbacks
         # One segmentation call on the device at a time; photos waiting meanwhile share the next.
         self.batcher = SegmentBatcher(segmenter, settings.segment_max_batch)
+        self.edit_backend = choose_backend(settings.apply_backend)
+        self.inpainter = choose_inpainter(settings.inpaint_model, settings.model_cache_dir)
+        self.jpeg_device = gpu_jpeg_device(settings.gpu_jpeg_decode)
         # Set after an unrecoverable CUDA error; the platform adapter then asks for a fresh worker.
         self.needs_fresh_worker = False
         self.stopping = False
@@ -224,7 +229,8 @@ class Pipeline:
             data = await self.storage.get(item.input_key, self.settings.max_input_bytes)
         with self.stages.timed("decode"):
             image = await asyncio.to_thread(
-                decode_image, data, max_pixels=self.settings.max_input_pixels, max_side=self.settings.max_output_side
+                decode_image, data, max_pixels=self.settings.max_input_pixels, max_side=self.settings.max_output_side,
+                jpeg_device=self.jpeg_device,
             )
         concepts = plan.concepts_to_find()
         needs_instances = job.stage == "segment" or any(r.instances is not None for r in plan.rules)
@@ -267,7 +273,7 @@ class Pipeline:
     def _render(self, plan: Plan, image: DecodedImage, masks: Segmentation) -> tuple[bytes, bytes]:
         with self.stages.timed("apply"):
             edits, protect = edits_for(plan, masks)
-            result = apply_edits(image.rgb, edits, protect)
+            result = apply_edits_with(image.rgb, edits, protect, backend=self.edit_backend, inpainter=self.inpainter)
         with self.stages.timed("encode"):
             png = encode_png(result, image.alpha, image.icc_profile, self.settings.png_compress_level)
             return png, encode_thumbnail(result, self.settings.thumbnail_side)

@@ -22,6 +22,7 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -71,7 +72,9 @@ def _to_8bit_rgba(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     return img.convert("RGB"), None
 
 
-def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage:
+def decode_image(data: bytes, *, max_pixels: int, max_side: int, jpeg_device: str | None = None) -> DecodedImage:
+    """Bytes -> 8-bit RGB (+ alpha) upright and fitted to ``max_side``. With ``jpeg_device``
+    (``"cuda"`` on a GPU worker) plain RGB JPEGs are decoded there by torchvision (nvJPEG)."""
     if not data:
         raise UnsupportedImage("the input is empty (0 bytes)")
     try:
@@ -85,12 +88,16 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage
                 raise InputTooLarge(f"image is {width}x{height}; the limit is {max_pixels} pixels (MAX_INPUT_PIXELS)")
             if width < 1 or height < 1:
                 raise UnsupportedImage("image has no pixels")
-            _decode_reduced(img, max_side)
-            img.load()
             source_mode = img.mode
             icc = img.info.get("icc_profile")
-            img = ImageOps.exif_transpose(img)
-            rgb, alpha = _to_8bit_rgba(img)
+            fast = _decode_jpeg_on(jpeg_device, data, img, max_side) if jpeg_device else None
+            if fast is not None:
+                rgb, alpha = Image.fromarray(fast), None
+            else:
+                _decode_reduced(img, max_side)
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb, alpha = _to_8bit_rgba(img)
     except (UnsupportedImage, InputTooLarge):
         raise
     except UnidentifiedImageError as exc:
@@ -102,6 +109,51 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage
         icc = None
     rgb, alpha = _fit(rgb, alpha, max_side)
     return DecodedImage(np.asarray(rgb), None if alpha is None else np.asarray(alpha), icc)
+
+
+def _decode_jpeg_on(device: str, data: bytes, img: Image.Image, max_side: int) -> np.ndarray | None:
+    """A plain RGB JPEG decoded by torchvision on ``device``, EXIF orientation applied, as
+    uint8 H x W x 3 on the host; None where Pillow does better (other modes, a reduced-size
+    decode, no end-of-image marker) or the decoder refuses the file (Pillow then decodes it or
+    names the error).
+
+    The decode runs on its own CUDA stream: nvJPEG's output is allocated on the caller's stream
+    but written from a private one, so on the shared default stream it could be handed memory
+    that segmentation kernels queued there are still reading (pytorch/vision#9606)."""
+    if img.format != "JPEG" or img.mode != "RGB" or max(img.size) > 2 * max_side:
+        return None
+    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):  # truncated: nvJPEG may not say so; Pillow does
+        return None
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    try:
+        if device.startswith("cuda"):
+            with torch.cuda.stream(_decode_stream(device)):
+                decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True, device=device)
+                return decoded.permute(1, 2, 0).cpu().numpy()  # the copy waits for the decode
+        decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        return decoded.permute(1, 2, 0).contiguous().numpy()
+    except RuntimeError:
+        return None
+
+
+@lru_cache(maxsize=None)
+def _decode_stream(device: str) -> object:
+    """The CUDA stream JPEG decodes run on, shared by the decoding threads."""
+    import torch
+
+    return torch.cuda.Stream(device=device)
+
+
+def gpu_jpeg_device(enabled: bool) -> str | None:
+    """``"cuda"`` when GPU JPEG decoding is enabled and a GPU is present, else None."""
+    if not enabled:
+        return None
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
 
 
 def _decode_reduced(img: Image.Image, max_side: int) -> None:

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     sam3_device: str | None = None  # default: cuda when available, else cpu
     segment_max_batch: int = Field(4, ge=1, le=32)  # photos in one segmentation call
 
+    gpu_jpeg_decode: bool = True  # JPEG inputs decoded by nvJPEG when a GPU is present
+
+    # Edits
+    apply_backend: Literal["auto", "numpy"] = "auto"  # auto: torch on CUDA when present, else numpy
+    inpaint_model: Path | None = None  # TorchScript inpainter; default $MODEL_CACHE_DIR/inpaint/lama.pt if present
+
     # Platform
     worker_adapter: Literal["runpod", "queue_pull"] = "runpod"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -372,7 +372,7 @@ def test_remove_outside_hole_is_untouched_beyond_the_band(removals):
         assert distance_outside(hole)[moved].max(initial=0) <= max_reach_px(rgb.shape)
 
 
-def test_learned_inpainter_slot_runs_a_torchscript_module(tmp_path, monkeypatch):
+def test_learned_inpainter_slot_runs_a_torchscript_module(tmp_path):
     torch = pytest.importorskip("torch")
 
     class MeanFill(torch.nn.Module):
@@ -386,22 +386,19 @@ def test_learned_inpainter_slot_runs_a_torchscript_module(tmp_path, monkeypatch)
     path = tmp_path / "inpaint" / "lama.pt"
     path.parent.mkdir()
     torch.jit.script(MeanFill()).save(str(path))
-    from engine.edits import remove as remove_module
+    from engine.edits.remove import PatchInpainter, choose_inpainter
 
-    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("INPAINT_MODEL", raising=False)
-    remove_module.default_inpainter.cache_clear()
-    try:
-        inpainter = remove_module.default_inpainter()
-        assert isinstance(inpainter, TorchScriptInpainter)
-        img = _textured(120, 160, seed=2)
-        hole = np.zeros((120, 160), bool)
-        hole[40:80, 50:110] = True
-        out = apply_edits_with(img, [Edit(Remove(), hole)], None, inpainter=inpainter)
-        expected = img[~hole].reshape(-1, 3).mean(axis=0)
-        assert np.abs(out[hole].astype(float).mean(axis=0) - expected).max() < 4
-    finally:
-        remove_module.default_inpainter.cache_clear()
+    assert isinstance(choose_inpainter(None, tmp_path / "elsewhere"), PatchInpainter)
+    assert isinstance(choose_inpainter(tmp_path / "missing.pt", tmp_path), PatchInpainter)
+    inpainter = choose_inpainter(None, tmp_path)  # found at MODEL_CACHE_DIR/inpaint/lama.pt
+    assert isinstance(inpainter, TorchScriptInpainter)
+    assert isinstance(choose_inpainter(path, tmp_path / "elsewhere"), TorchScriptInpainter)  # INPAINT_MODEL
+    img = _textured(120, 160, seed=2)
+    hole = np.zeros((120, 160), bool)
+    hole[40:80, 50:110] = True
+    out = apply_edits_with(img, [Edit(Remove(), hole)], None, inpainter=inpainter)
+    expected = img[~hole].reshape(-1, 3).mean(axis=0)
+    assert np.abs(out[hole].astype(float).mean(axis=0) - expected).max() < 4
 
 
 # -- back ends and the seller scene ------------------------------------------------------------

@@ -7,7 +7,6 @@ CPU, where the transfer would cost more than the maths.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -70,10 +69,10 @@ class TorchBackend:
         return self._run(rgb8, lambda lin: kernels.tone(lin, params, self.torch))
 
 
-@lru_cache(maxsize=1)
-def default_backend() -> Backend:
-    """torch on CUDA when available (``APPLY_BACKEND=numpy`` forces the CPU path), else numpy."""
-    if os.environ.get("APPLY_BACKEND", "auto").lower() == "numpy":
+@lru_cache(maxsize=2)
+def choose_backend(choice: str = "auto") -> Backend:
+    """``auto``: torch on CUDA when available, else numpy; ``numpy`` forces the CPU path."""
+    if choice == "numpy":
         return NumpyBackend()
     try:
         import torch

@@ -17,14 +17,12 @@ Filling and Object Removal by Exemplar-Based Image Inpainting", 2004), sized for
    a diffusion fill (``cv2.inpaint``, ``DiffusionInpainter`` here) smears them away.
 
 ``Inpainter`` is the slot for a learned model: ``TorchScriptInpainter`` runs a TorchScript export
-with LaMa's calling convention, and ``default_inpainter`` uses it when its weights are present.
+with LaMa's calling convention, and ``choose_inpainter`` picks it when its weights are present.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -260,16 +258,15 @@ class TorchScriptInpainter:
         return out
 
 
-def learned_weights_path() -> Path | None:
-    """``INPAINT_MODEL``, else ``$MODEL_CACHE_DIR/inpaint/lama.pt``, when that file exists."""
-    explicit = os.environ.get("INPAINT_MODEL")
-    path = Path(explicit) if explicit else Path(os.environ.get("MODEL_CACHE_DIR", "/models")) / "inpaint" / "lama.pt"
+def learned_weights_path(explicit: Path | None, model_cache_dir: Path) -> Path | None:
+    """``explicit`` (``INPAINT_MODEL``), else ``model_cache_dir/inpaint/lama.pt``, when that file exists."""
+    path = explicit or model_cache_dir / "inpaint" / "lama.pt"
     return path if path.is_file() else None
 
 
-@lru_cache(maxsize=1)
-def default_inpainter() -> Inpainter:
-    path = learned_weights_path()
+def choose_inpainter(explicit: Path | None, model_cache_dir: Path) -> Inpainter:
+    """The learned inpainter when its weights are present and load, else ``PatchInpainter``."""
+    path = learned_weights_path(explicit, model_cache_dir)
     if path is not None:
         try:
             return TorchScriptInpainter(path)

@@ -1,0 +1,86 @@
+"""The torchvision JPEG path (nvJPEG on a GPU worker) against Pillow's decode.
+
+On CUDA the same function runs with ``jpeg_device="cuda"``; here it runs torchvision's CPU
+decoder, so what is checked is everything around the decoder: which files take the path,
+EXIF orientation, the ICC profile, fitting to the output size and the fallback to Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.errors import UnsupportedImage
+from engine.postprocess import decode_image, gpu_jpeg_device
+
+LIMITS = {"max_pixels": 10**8, "max_side": 4096}
+
+
+def jpeg(width: int = 96, height: int = 64, *, mode: str = "RGB", orientation: int | None = None, **params) -> bytes:
+    yy, xx = np.mgrid[0:height, 0:width]
+    rgb = np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) % 256], axis=-1).astype(np.uint8)
+    img = Image.fromarray(rgb).convert(mode)
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        params["exif"] = exif.tobytes()
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=92, **params)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("orientation", [None, *range(1, 9)])
+def test_torchvision_decode_matches_pillow_with_exif_orientation(orientation):
+    data = jpeg(orientation=orientation)
+    fast = decode_image(data, jpeg_device="cpu", **LIMITS)
+    reference = decode_image(data, **LIMITS)
+    assert fast.rgb.shape == reference.rgb.shape == ((96, 64, 3) if (orientation or 1) >= 5 else (64, 96, 3))
+    assert np.abs(fast.rgb.astype(int) - reference.rgb.astype(int)).max() <= 1
+    assert fast.alpha is None
+
+
+def test_icc_profile_and_output_fitting_are_kept_on_the_fast_path():
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    fast = decode_image(jpeg(400, 200, icc_profile=icc), jpeg_device="cpu", max_pixels=10**8, max_side=300)
+    assert fast.size == (300, 150) and fast.icc_profile == icc
+
+
+@pytest.mark.parametrize("data", [jpeg(mode="L"), jpeg(mode="CMYK"), jpeg(2000, 100)], ids=["gray", "cmyk", "draft"])
+def test_other_jpegs_take_pillows_path(data, monkeypatch):
+    refuse_torchvision(monkeypatch)
+    decoded = decode_image(data, jpeg_device="cpu", max_pixels=10**8, max_side=500)
+    assert decoded.rgb.ndim == 3 and decoded.rgb.shape[2] == 3
+
+
+def test_truncated_jpeg_is_left_to_pillow_which_names_it(monkeypatch):
+    refuse_torchvision(monkeypatch)  # cut short, it has no end-of-image marker
+    with pytest.raises(UnsupportedImage, match="truncated or corrupt"):
+        decode_image(jpeg()[:-10], jpeg_device="cpu", **LIMITS)
+
+
+def test_a_jpeg_the_decoder_refuses_falls_back_to_pillow_which_names_it():
+    data = bytearray(jpeg())
+    data[-40:-2] = b"\xff\xd8" * 19  # a damaged scan that still ends with the end-of-image marker
+    with pytest.raises(UnsupportedImage, match="truncated or corrupt"):
+        decode_image(bytes(data), jpeg_device="cpu", **LIMITS)
+
+
+def refuse_torchvision(monkeypatch) -> None:
+    import torchvision.io
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torchvision decode used")
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", refuse)
+
+
+def test_gpu_decode_is_off_without_cuda_or_when_disabled():
+    assert gpu_jpeg_device(False) is None
+    import torch
+
+    assert gpu_jpeg_device(True) == ("cuda" if torch.cuda.is_available() else None)
