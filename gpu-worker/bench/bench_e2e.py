@@ -80,12 +80,18 @@ def job(job_id: str, count: int, receiver_url: str, in_flight: int) -> dict:
     }
 
 
+# The allocator settings of the Docker image (see the Dockerfile): fewer malloc arenas, and large
+# blocks returned to the system when freed, so the process's peak follows what it really holds.
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "4194304"}
+
+
 def run_child(variant: str, args: argparse.Namespace, endpoint: str, receiver_url: str, checkpoint: str,
-              photos_dir: Path) -> dict:
+              photos_dir: Path, count: int) -> dict:
     cmd = [sys.executable, __file__, "--child", variant, "--endpoint", endpoint, "--receiver", receiver_url,
-           "--checkpoint", checkpoint, "--photos", str(args.photos), "--in-flight", str(args.in_flight),
+           "--checkpoint", checkpoint, "--photos", str(count), "--in-flight", str(args.in_flight),
            "--photos-dir", str(photos_dir), "--model", args.model]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "LOG_LEVEL": "warning"})
+    env = {**MALLOC_ENV, **os.environ, "LOG_LEVEL": "warning"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -98,6 +104,8 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--model", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--variants", default="model,pipeline,naive")
+    parser.add_argument("--naive-photos", type=int, default=None,
+                        help="photos for the naive variant (it is sequential: its photos/s does not depend on the count)")
     parser.add_argument("--child")
     parser.add_argument("--endpoint")
     parser.add_argument("--receiver")
@@ -132,13 +140,15 @@ def main() -> None:
             checkpoint = str(save_tiny_sam3(Path(tmp) / "tiny"))
         for variant in args.variants.split(","):
             job_id = f"job_{variant}"
-            for i, data in enumerate(photos):
+            count = args.naive_photos if variant == "naive" and args.naive_photos else args.photos
+            for i, data in enumerate(photos[:count]):
                 s3.put_object(Bucket=BUCKET, Key=f"inputs/u_bench/{job_id}/{i}.jpg", Body=data)
             before = len(receiver.received)
-            results[variant] = run_child(variant, args, endpoint, receiver.url, checkpoint, photos_dir)
+            results[variant] = run_child(variant, args, endpoint, receiver.url, checkpoint, photos_dir, count)
+            results[variant]["photos"] = count
             if variant != "model":
                 got = receiver.received[before:]
-                assert len(got) == args.photos and all(cb.verified for cb in got), f"{variant}: callbacks"
+                assert len(got) == count and all(cb.verified for cb in got), f"{variant}: callbacks"
                 assert all(cb.payload["status"] == "done" for cb in got), f"{variant}: items failed"
     server.stop()
     report(args, results)
@@ -149,15 +159,22 @@ def report(args: argparse.Namespace, results: dict) -> None:
     lines = [f"# End-to-end benchmark: {args.photos} photos at {args.megapixels:g} MP, "
              f"{args.in_flight} in flight, {args.model} SAM3",
              "", f"Device: {device}; host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores.",
-             "", "| variant | wall s | photos/s | peak RSS MB | peak GPU MB | vs naive |", "|---|---|---|---|---|---|"]
+             "", f"Command: `python bench/bench_e2e.py {' '.join(sys.argv[1:])}`",
+             "", "Memory: RSS after set-up (model loaded), the peak during the job, and the process's",
+             "peak including set-up.", "",
+             "| variant | wall s | photos/s | RSS after set-up MB | job peak RSS MB | process peak RSS MB "
+             "| peak GPU MB | vs naive |", "|---|---|---|---|---|---|---|---|"]
     naive = results.get("naive", {}).get("photos_per_s")
     for name, r in results.items():
         ratio = f"{r['photos_per_s'] / naive:.2f}x" if naive else "-"
-        lines.append(f"| {name} | {r['wall_s']:.2f} | {r['photos_per_s']:.3f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r.get('peak_gpu_mb', 0):.0f} | {ratio} |")
+        lines.append(f"| {name} | {r['wall_s']:.2f} | {r['photos_per_s']:.3f} | {r['setup_rss_mb']:.0f} | "
+                     f"{r['job_peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r.get('peak_gpu_mb', 0):.0f} | {ratio} |")
     if "model" in results and "pipeline" in results:
         share = results["pipeline"]["photos_per_s"] / results["model"]["photos_per_s"]
         lines += ["", f"Pipeline throughput is {share:.0%} of model-only throughput."]
+    if args.naive_photos and "naive" in results:
+        lines += ["", f"The naive variant ran {args.naive_photos} of the photos (it is sequential, so its "
+                      "photos per second do not depend on how many)."]
     lines += ["", "Seconds per stage, summed over photos (async stages include time spent waiting "
                   "for their turn):", "", "| variant | " + " | ".join(STAGES) + " |",
               "|---|" + "---|" * len(STAGES)]
@@ -189,6 +206,7 @@ def child(args: argparse.Namespace) -> dict:
     )
     segmenter = load_segmenter(args, settings)
     device = segmenter.device_label
+    setup_rss_mb = reset_peak_rss()
     if args.child == "model":
         result = bench_model_only(segmenter, args)
     elif args.child == "pipeline":
@@ -196,12 +214,33 @@ def child(args: argparse.Namespace) -> dict:
     else:
         result = bench_naive(segmenter, settings, args)
     result["device"] = device
+    result["setup_rss_mb"] = setup_rss_mb
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["job_peak_rss_mb"] = status_mb("VmHWM") if setup_rss_mb else result["peak_rss_mb"]
     import torch
 
     if torch.cuda.is_available():
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
+
+
+def status_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory figure (VmRSS, VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> float:
+    """Resets the process's peak RSS (VmHWM) to its current RSS, so the job's peak excludes the
+    model set-up (building full-size random weights on the host in float32 alone takes 3.4 GB).
+    Returns the RSS after set-up in MB, or 0 where Linux's clear_refs is not available."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return status_mb("VmRSS")
+    except OSError:
+        return 0.0
 
 
 def load_segmenter(args: argparse.Namespace, settings):

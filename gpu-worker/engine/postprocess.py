@@ -128,15 +128,40 @@ def _decode_jpeg_on(device: str, data: bytes, img: Image.Image, max_side: int) -
     from torchvision.io import ImageReadMode, decode_jpeg
 
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    # Orientation is applied here, not by decode_jpeg: torchvision's CUDA decoder ignores
+    # apply_exif_orientation, and one code path keeps CPU tests meaningful for the GPU.
+    orientation = img.getexif().get(EXIF_ORIENTATION, 1)
     try:
         if device.startswith("cuda"):
             with torch.cuda.stream(_decode_stream(device)):
-                decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True, device=device)
-                return decoded.permute(1, 2, 0).cpu().numpy()  # the copy waits for the decode
-        decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        return decoded.permute(1, 2, 0).contiguous().numpy()
+                decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+                return orient(decoded, orientation).permute(1, 2, 0).cpu().numpy()  # the copy waits for the decode
+        decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB)
+        return orient(decoded, orientation).permute(1, 2, 0).contiguous().numpy()
     except RuntimeError:
         return None
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def orient(image: "torch.Tensor", orientation: int) -> "torch.Tensor":
+    """A C x H x W image turned upright for its EXIF orientation (1-8), as ``ImageOps.exif_transpose``."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-2, -1)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-2, -1)
+    if orientation == 6:
+        return image.rot90(-1, (-2, -1))
+    if orientation == 7:
+        return image.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:
+        return image.rot90(1, (-2, -1))
+    return image
 
 
 @lru_cache(maxsize=None)

@@ -313,9 +313,11 @@ class Sam3Segmenter:
             if k.concept.multi_instance:
                 stack.extend(rows)
         masks = torch.stack(stack)
-        areas = masks.flatten(1).sum(1).cpu().tolist()
         boxes = [(x0, y0, x1, y1) for x0, y0, x1, y1 in mask_boxes(masks).cpu().tolist()]
-        return _assemble(kept, masks.cpu().numpy(), boxes, areas)
+        host = masks.cpu().numpy()
+        # Counted on the host: torch's sum of a bool tensor first copies it to int64 (8x its size).
+        areas = [int(np.count_nonzero(mask)) for mask in host]
+        return _assemble(kept, host, boxes, areas)
 
     def _keep(self, detections: Detections, concepts: Sequence[Concept], prompts: list[str]) -> list[_Kept]:
         """Per concept: the detections of its prompt scoring above its threshold, best first."""
@@ -373,9 +375,12 @@ def _repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
 
 
 def luma(image: torch.Tensor) -> torch.Tensor:
-    """uint8 3 x H x W RGB -> float32 H x W in [0, 1] (Rec. 601 luma), the guide image."""
-    weights = torch.tensor([0.299, 0.587, 0.114], device=image.device).view(3, 1, 1)
-    return (image.float() * weights).sum(0) / 255.0
+    """uint8 3 x H x W RGB -> float32 H x W in [0, 1] (Rec. 601 luma), the guide image.
+    One channel at a time: a float copy of the whole photo would be 12 bytes a pixel."""
+    red, green, blue = image.unbind(0)
+    out = red.float().mul_(0.299 / 255.0)
+    out.add_(green.float().mul_(0.587 / 255.0))
+    return out.add_(blue.float().mul_(0.114 / 255.0))
 
 
 def refine_masks(
@@ -385,7 +390,7 @@ def refine_masks(
     work_side: int = 1024,
     radius_cells: float = 2.0,
     eps: float = 1e-3,
-    pixel_budget: int = 32_000_000,
+    pixel_budget: int = 16_000_000,
 ) -> torch.Tensor:
     """Low-resolution mask logits (N, h, w) -> boolean masks (N, H, W) whose edges follow ``guide``.
 
@@ -435,9 +440,9 @@ def refine_masks(
         mean_p = box(prob_work)
         a = (box(guide_work * prob_work) - mean_i * mean_p) / (var_i + eps)
         b = mean_p - a * mean_i
-        snapped = to_full(box(a)) * guide_full + to_full(box(b))
+        snapped = to_full(box(a)).mul_(guide_full).add_(to_full(box(b)))  # in place: full-size floats add up
         plain = to_full_probability(logits) if work != full else prob_work
-        out.append(torch.lerp(plain, snapped, structure)[:, 0] > MASK_THRESHOLD)
+        out.append(plain.lerp_(snapped, structure)[:, 0] > MASK_THRESHOLD)
     return torch.cat(out)
 
 

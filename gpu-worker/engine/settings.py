@@ -38,6 +38,7 @@ class Settings(BaseSettings):
 
     # Work
     batch_concurrency: int = Field(4, ge=1, le=32)
+    render_concurrency: int = Field(2, ge=1, le=32)  # photos edited and encoded at once (host memory)
     item_timeout_sec: float = Field(600.0, gt=0)
 
     # Limits

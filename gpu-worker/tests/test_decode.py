@@ -1,8 +1,8 @@
 """The torchvision JPEG path (nvJPEG on a GPU worker) against Pillow's decode.
 
-On CUDA the same function runs with ``jpeg_device="cuda"``; here it runs torchvision's CPU
-decoder, so what is checked is everything around the decoder: which files take the path,
-EXIF orientation, the ICC profile, fitting to the output size and the fallback to Pillow.
+Without a GPU these run torchvision's CPU decoder, so what is checked is everything around the
+decoder: which files take the path, EXIF orientation, the ICC profile, fitting to the output size
+and the fallback to Pillow. Where CUDA is present the orientation test also runs on nvJPEG.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from engine.errors import UnsupportedImage
 from engine.postprocess import decode_image, gpu_jpeg_device
 
 LIMITS = {"max_pixels": 10**8, "max_side": 4096}
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
 def jpeg(width: int = 96, height: int = 64, *, mode: str = "RGB", orientation: int | None = None, **params) -> bytes:
@@ -32,10 +34,11 @@ def jpeg(width: int = 96, height: int = 64, *, mode: str = "RGB", orientation: i
     return out.getvalue()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("orientation", [None, *range(1, 9)])
-def test_torchvision_decode_matches_pillow_with_exif_orientation(orientation):
+def test_torchvision_decode_matches_pillow_with_exif_orientation(orientation, device):
     data = jpeg(orientation=orientation)
-    fast = decode_image(data, jpeg_device="cpu", **LIMITS)
+    fast = decode_image(data, jpeg_device=device, **LIMITS)
     reference = decode_image(data, **LIMITS)
     assert fast.rgb.shape == reference.rgb.shape == ((96, 64, 3) if (orientation or 1) >= 5 else (64, 96, 3))
     assert np.abs(fast.rgb.astype(int) - reference.rgb.astype(int)).max() <= 1

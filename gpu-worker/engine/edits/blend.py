@@ -61,22 +61,25 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
 
 
-def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float,
+def guided_filter(rgb: np.ndarray, src: np.ndarray, radius: int, eps: float,
                   subsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Colour-guided filter of a single-channel ``src`` (float32), guide float32 H x W x 3 in [0, 1].
+    """Colour-guided filter of a single-channel ``src`` (float32), guided by ``rgb`` (uint8 H x W x 3).
 
-    Also returns, from the same window sums, the colour distance between the guide's mean over
-    ``src``-weighted pixels and over the rest of the window (how different the two sides of a
-    mask border look; 0 where the window holds only one side).
+    Also returns, from the same window sums, the colour distance (0..1 per channel) between the
+    guide's mean over ``src``-weighted pixels and over the rest of the window (how different the
+    two sides of a mask border look; 0 where the window holds only one side).
+
+    With ``subsample`` the statistics are taken at reduced size and only the final linear model is
+    evaluated at full size, one channel at a time (full-size float colour images are 12 bytes a pixel).
     """
     h, w = src.shape
     if subsample > 1:
         size = (max(1, w // subsample), max(1, h // subsample))
-        g = cv2.resize(guide, size, interpolation=cv2.INTER_AREA)
+        g = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255)
         p = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
         r = max(1, radius // subsample)
     else:
-        g, p, r = guide, src, radius
+        g, p, r = rgb.astype(np.float32) * (1 / 255), src, radius
     mean_g = _box(g, r)
     mean_p = _box(p, r)
     mean_gp = _box(g * p[..., None], r)
@@ -112,11 +115,13 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float,
     inside = mean_gp / np.maximum(m, 1e-6)
     outside = (mean_g - mean_gp) / np.maximum(1.0 - m, 1e-6)
     contrast = np.where(both, np.sqrt(((inside - outside) ** 2).sum(axis=-1)), 0.0).astype(np.float32)
-    if subsample > 1:
-        mean_a = cv2.resize(mean_a, (w, h), interpolation=cv2.INTER_LINEAR)
-        mean_b = cv2.resize(mean_b, (w, h), interpolation=cv2.INTER_LINEAR)
-        contrast = cv2.resize(contrast, (w, h), interpolation=cv2.INTER_LINEAR)
-    return (mean_a * guide).sum(axis=-1) + mean_b, contrast
+    def full_size(x: np.ndarray) -> np.ndarray:
+        return cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR) if subsample > 1 else x
+
+    filtered = full_size(mean_b)
+    for c in range(3):
+        filtered += full_size(np.ascontiguousarray(mean_a[..., c])) * np.multiply(rgb[..., c], 1 / 255, dtype=np.float32)
+    return filtered, full_size(contrast)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -135,9 +140,8 @@ def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, 
     anchor = region if anchor is None else anchor
     distance = cv2.distanceTransform((~anchor).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     within = distance <= (band if reach is None else reach) + 1e-3
-    guide = rgb.astype(np.float32) * (1 / 255)
     subsample = max(1, band // 2)
-    matte, contrast = guided_filter(guide, region.astype(np.float32), radius=band + 1, eps=2e-3, subsample=subsample)
+    matte, contrast = guided_filter(rgb, region.astype(np.float32), radius=band + 1, eps=2e-3, subsample=subsample)
     # The guided filter can only place the boundary where the photo has an edge. Where the two
     # sides look alike it returns an uninformative ramp, and the mask is the better judge
     # (otherwise a rim of half-edited pixels would run along, say, a ceiling meeting a shaded

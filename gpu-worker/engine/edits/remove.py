@@ -182,28 +182,48 @@ class PatchInpainter:
     def _synthesise(rgb: np.ndarray, img: np.ndarray, hole: np.ndarray, filled: np.ndarray, work_hole: np.ndarray,
                     off_y: np.ndarray, off_x: np.ndarray, shift: np.ndarray) -> np.ndarray:
         """Full resolution: each hole pixel copies the original pixel its work pixel's source points
-        to; the work-resolution fill then corrects the copy's low frequencies."""
+        to; the work-resolution fill then corrects the copy's low frequencies.
+
+        Only the hole's pixels are computed (32-bit indices, work-resolution images sampled at those
+        pixels): a 12 MP hole would otherwise take several full-frame float copies at once."""
         h, w = hole.shape
         eh, ew = filled.shape[:2]
-        qy, qx = np.nonzero(hole)
-        cy = np.clip((qy * eh) // h, 0, eh - 1)
-        cx = np.clip((qx * ew) // w, 0, ew - 1)
-        sy = qy + np.round(off_y[cy, cx] * (h / eh)).astype(np.int64)
-        sx = qx + np.round(off_x[cy, cx] * (w / ew)).astype(np.int64)
+        scaled = (eh, ew) != (h, w)
+        qy, qx = (q.astype(np.int32) for q in np.nonzero(hole))
+        cy = np.minimum(qy * eh // h, eh - 1)
+        cx = np.minimum(qx * ew // w, ew - 1)
+        sy = qy + np.round(off_y[cy, cx] * (h / eh)).astype(np.int32)
+        sx = qx + np.round(off_x[cy, cx] * (w / ew)).astype(np.int32)
         ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
         ok[ok] &= ~hole[sy[ok], sx[ok]]
         ok &= work_hole[cy, cx]
-        up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR) if (eh, ew) != (h, w) else filled
-        copy = img.copy()
-        copy[qy, qx] = up[qy, qx]
-        copy[qy[ok], qx[ok]] = img[sy[ok], sx[ok]] + shift[cy[ok], cx[ok], None]
-        if (eh, ew) != (h, w):
+        values = sample_bilinear(filled, qy, qx, (h, w)) if scaled else filled[qy, qx]
+        values[ok] = img[sy[ok], sx[ok]] + shift[cy[ok], cx[ok], None]
+        if scaled:
+            copy = img.copy()
+            copy[qy, qx] = values
             diff = filled - cv2.resize(copy, (ew, eh), interpolation=cv2.INTER_AREA)
-            diff = cv2.GaussianBlur(diff, (0, 0), 1.0)
-            copy[qy, qx] += cv2.resize(diff, (w, h), interpolation=cv2.INTER_LINEAR)[qy, qx]
+            del copy
+            values += sample_bilinear(cv2.GaussianBlur(diff, (0, 0), 1.0), qy, qx, (h, w))
         out = rgb.copy()
-        out[qy, qx] = np.clip(copy[qy, qx] * 255 + 0.5, 0, 255).astype(np.uint8)
+        out[qy, qx] = np.clip(values * 255 + 0.5, 0, 255).astype(np.uint8)
         return out
+
+
+def sample_bilinear(small: np.ndarray, qy: np.ndarray, qx: np.ndarray, full: tuple[int, int]) -> np.ndarray:
+    """``cv2.resize(small, full, INTER_LINEAR)[qy, qx]`` without the full-size image: ``small``
+    (h x w x 3 float32) sampled at the full-resolution pixels (qy, qx) as (N, 3) float32."""
+    (h, w), (eh, ew) = full, small.shape[:2]
+    out = np.empty((len(qy), 3), np.float32)
+    row, block = 4096, 1 << 20  # cv2.remap takes maps under 32767 on a side: blocks of 256 x 4096 points
+    for at in range(0, len(qy), block):
+        ys, xs = qy[at : at + block], qx[at : at + block]
+        pad = -len(ys) % row
+        map_y = np.pad((ys + 0.5) * (eh / h) - 0.5, (0, pad)).astype(np.float32).reshape(-1, row)
+        map_x = np.pad((xs + 0.5) * (ew / w) - 0.5, (0, pad)).astype(np.float32).reshape(-1, row)
+        sampled = cv2.remap(small, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out[at : at + len(ys)] = sampled.reshape(-1, 3)[: len(ys)]
+    return out
 
 
 class DiffusionInpainter:
