@@ -167,8 +167,12 @@ def main() -> None:
     ]
     for mp, label, share, ours, naive, extra in rows:
         lines.append(f"| {mp} | {label} | {share:.1%} | {ours:.3f} | {naive:.3f} | {naive / ours:.1f}x | {extra} |")
-    lines += ["", "GPU: not measured in this run (no GPU was available); the torch path "
-              "(`--backend torch`) runs the per-pixel recolor and tone kernels on CUDA.", ""]
+    if args.backend == "numpy":
+        lines += ["", "The torch back end (`--backend torch`) runs the per-pixel recolor and tone kernels on "
+                  "CUDA; its numbers are in the file named after the GPU.", ""]
+    else:
+        lines += ["", "Back end torch: the per-pixel recolor and tone kernels on CUDA; matte, colour fit, "
+                  "blend and the remove fill on the host CPU.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")

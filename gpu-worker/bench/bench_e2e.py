@@ -90,6 +90,8 @@ def run_child(variant: str, args: argparse.Namespace, endpoint: str, receiver_ur
     cmd = [sys.executable, __file__, "--child", variant, "--endpoint", endpoint, "--receiver", receiver_url,
            "--checkpoint", checkpoint, "--photos", str(count), "--in-flight", str(args.in_flight),
            "--photos-dir", str(photos_dir), "--model", args.model]
+    if args.keep_top:
+        cmd += ["--keep-top", str(args.keep_top)]
     env = {**MALLOC_ENV, **os.environ, "LOG_LEVEL": "warning"}
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode != 0:
@@ -104,6 +106,9 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--model", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--variants", default="model,pipeline,naive")
+    parser.add_argument("--keep-top", type=int, default=None,
+                        help="every prompt keeps its N best detections (threshold 0): random weights then "
+                             "give masks, so the edits cost what they would on real photos (model and pipeline)")
     parser.add_argument("--naive-photos", type=int, default=None,
                         help="photos for the naive variant (it is sequential: its photos/s does not depend on the count)")
     parser.add_argument("--child")
@@ -156,8 +161,9 @@ def main() -> None:
 
 def report(args: argparse.Namespace, results: dict) -> None:
     device = results[next(iter(results))]["device"]
+    keep = f", every prompt keeps its {args.keep_top} best detections" if args.keep_top else ""
     lines = [f"# End-to-end benchmark: {args.photos} photos at {args.megapixels:g} MP, "
-             f"{args.in_flight} in flight, {args.model} SAM3",
+             f"{args.in_flight} in flight, {args.model} SAM3{keep}",
              "", f"Device: {device}; host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores.",
              "", f"Command: `python bench/bench_e2e.py {' '.join(sys.argv[1:])}`",
              "", "Memory: RSS after set-up (model loaded), the peak during the job, and the process's",
@@ -172,6 +178,10 @@ def report(args: argparse.Namespace, results: dict) -> None:
     if "model" in results and "pipeline" in results:
         share = results["pipeline"]["photos_per_s"] / results["model"]["photos_per_s"]
         lines += ["", f"Pipeline throughput is {share:.0%} of model-only throughput."]
+    if "coverage" in results.get("model", {}):
+        lines += ["", "Share of the frame each concept's mask covered (mean over photos; random weights "
+                      "decide this, and with it how much the edits cost): "
+                  + ", ".join(f"{name} {share:.0%}" for name, share in results["model"]["coverage"].items()) + "."]
     if args.naive_photos and "naive" in results:
         lines += ["", f"The naive variant ran {args.naive_photos} of the photos (it is sequential, so its "
                       "photos per second do not depend on how many)."]
@@ -184,7 +194,8 @@ def report(args: argparse.Namespace, results: dict) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     slug = device.lower().replace(" ", "-")
-    (ROOT / "bench" / "results" / f"e2e_{args.model}_{slug}.md").write_text(text)
+    suffix = f"_keep{args.keep_top}" if args.keep_top else ""
+    (ROOT / "bench" / "results" / f"e2e_{args.model}_{slug}{suffix}.md").write_text(text)
 
 
 STAGES = ["download", "decode", "segment", "apply", "encode", "upload", "callback"]
@@ -261,7 +272,23 @@ def load_segmenter(args: argparse.Namespace, settings):
         segmenter = Sam3Segmenter(model, processor, device)
         segmenter.warm_up()
     segmenter.device_label = device_name(segmenter.device)
+    if args.keep_top:
+        segmenter.max_instances = args.keep_top
+        return KeepTop(segmenter)
     return segmenter
+
+
+class KeepTop:
+    """The segmenter with every concept's threshold at 0, so each prompt keeps its
+    ``max_instances`` best detections whatever random weights score."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.device, self.device_label = inner, inner.device, inner.device_label
+
+    def segment(self, requests, concepts):
+        from dataclasses import replace
+
+        return self.inner.segment(requests, [replace(c, threshold=0.0) for c in concepts])
 
 
 def prompts_of():
@@ -280,10 +307,13 @@ def bench_model_only(segmenter, args) -> dict:
     images = [decode_image(p.read_bytes(), max_pixels=10**9, max_side=4096).rgb
               for p in sorted(Path(args.photos_dir).glob("*.jpg"))[: args.photos]]
     started = time.perf_counter()
+    found = []
     for i in range(0, len(images), args.in_flight):
-        segmenter.segment([SegmentRequest(im, str(i)) for im in images[i : i + args.in_flight]], concepts)
+        found += segmenter.segment([SegmentRequest(im, str(i)) for im in images[i : i + args.in_flight]], concepts)
     wall = time.perf_counter() - started
-    return {"wall_s": wall, "photos_per_s": len(images) / wall}
+    # What the (random) weights found decides how much the edits cost: reported beside the times.
+    coverage = {c.name: float(np.mean([masks[c.name].union.mean() for masks in found])) for c in concepts}
+    return {"wall_s": wall, "photos_per_s": len(images) / wall, "coverage": coverage}
 
 
 async def bench_pipeline(segmenter, settings, args) -> dict:

@@ -119,9 +119,9 @@ class Pipeline:
         self.edit_backend = choose_backend(settings.apply_backend)
         self.inpainter = choose_inpainter(settings.inpaint_model, settings.model_cache_dir)
         self.jpeg_device = gpu_jpeg_device(settings.gpu_jpeg_decode)
-        # Edits and encoding hold several full-size float planes per photo (about 0.5 GB at 12 MP);
-        # photos segmented in one batch would otherwise all render at once. A thread semaphore:
-        # rendering runs in worker threads, and it holds across jobs and event loops.
+        # Edits hold several full-size float planes per photo (about 0.5 GB at 12 MP); photos
+        # segmented in one batch would otherwise all be edited at once. A thread semaphore: edits
+        # run in worker threads, and it holds across jobs and event loops.
         self.render_slots = threading.BoundedSemaphore(settings.render_concurrency)
         # Set after an unrecoverable CUDA error; the platform adapter then asks for a fresh worker.
         self.needs_fresh_worker = False
@@ -276,14 +276,10 @@ class Pipeline:
         )
 
     def _render(self, plan: Plan, image: DecodedImage, masks: Segmentation) -> tuple[bytes, bytes]:
-        with self.render_slots:
-            return self._render_now(plan, image, masks)
-
-    def _render_now(self, plan: Plan, image: DecodedImage, masks: Segmentation) -> tuple[bytes, bytes]:
-        with self.stages.timed("apply"):
+        with self.render_slots, self.stages.timed("apply"):
             edits, protect = edits_for(plan, masks)
             result = apply_edits_with(image.rgb, edits, protect, backend=self.edit_backend, inpainter=self.inpainter)
-        with self.stages.timed("encode"):
+        with self.stages.timed("encode"):  # outside the gate: encoding holds little beyond the result
             png = encode_png(result, image.alpha, image.icc_profile, self.settings.png_compress_level)
             return png, encode_thumbnail(result, self.settings.thumbnail_side)
 

@@ -6,6 +6,7 @@ Secrets are ``SecretStr`` so they never print.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -38,7 +39,9 @@ class Settings(BaseSettings):
 
     # Work
     batch_concurrency: int = Field(4, ge=1, le=32)
-    render_concurrency: int = Field(2, ge=1, le=32)  # photos edited and encoded at once (host memory)
+    # Photos whose edits run at once. Edits are CPU work holding about 0.5 GB each at 12 MP: by
+    # default one per two cores, at most two (so 1 on a 2-core host, 2 on a GPU server).
+    render_concurrency: int = Field(default_factory=lambda: min(2, max(1, (os.cpu_count() or 2) // 2)), ge=1, le=32)
     item_timeout_sec: float = Field(600.0, gt=0)
 
     # Limits
@@ -57,7 +60,9 @@ class Settings(BaseSettings):
     sam3_device: str | None = None  # default: cuda when available, else cpu
     segment_max_batch: int = Field(4, ge=1, le=32)  # photos in one segmentation call
 
-    gpu_jpeg_decode: bool = True  # JPEG inputs decoded by nvJPEG when a GPU is present
+    # JPEG inputs decoded by nvJPEG when a GPU is present. Off: its pixels differ from libjpeg's
+    # (up to 3 levels on an H100), and protected pixels must match the receiver's decode.
+    gpu_jpeg_decode: bool = False
 
     # Edits
     apply_backend: Literal["auto", "numpy"] = "auto"  # auto: torch on CUDA when present, else numpy

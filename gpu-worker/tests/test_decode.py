@@ -41,7 +41,9 @@ def test_torchvision_decode_matches_pillow_with_exif_orientation(orientation, de
     fast = decode_image(data, jpeg_device=device, **LIMITS)
     reference = decode_image(data, **LIMITS)
     assert fast.rgb.shape == reference.rgb.shape == ((96, 64, 3) if (orientation or 1) >= 5 else (64, 96, 3))
-    assert np.abs(fast.rgb.astype(int) - reference.rgb.astype(int)).max() <= 1
+    # libjpeg-turbo on the CPU is within rounding of Pillow (the same library); nvJPEG upsamples
+    # chroma and rounds its IDCT differently: up to 3 levels apart on an H100.
+    assert np.abs(fast.rgb.astype(int) - reference.rgb.astype(int)).max() <= (1 if device == "cpu" else 4)
     assert fast.alpha is None
 
 
