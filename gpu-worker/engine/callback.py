@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 log = logging.getLogger("worker.callback")
@@ -128,6 +129,53 @@ async def check_callback_url(url: str, allowed_hosts: Sequence[str], resolver: R
         raise CallbackRefused(f"callback host {host} is not a public address")
 
 
+class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network back end, connecting only to addresses ``allow`` admits (public ones).
+
+    The address is checked where the connection is made, on the very address connected to:
+    resolving once to check and letting the HTTP client resolve again to connect would let a
+    DNS-rebinding host answer public to the check and private to the connection. TLS still
+    verifies the URL's host name: httpcore hands it to the TLS layer, not the address."""
+
+    def __init__(self, resolver: Resolver = resolve_host, allow: Callable[[str], bool] = _is_public) -> None:
+        self._resolver = resolver
+        self._allow = allow
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            try:
+                addresses = await self._resolver(host, port)
+            except OSError as exc:
+                raise httpcore.ConnectError(f"callback host {host} does not resolve") from exc
+        if not addresses or not all(self._allow(a) for a in addresses):
+            raise CallbackRefused(f"callback host {host} is not a public address")
+        return await self._inner.connect_tcp(addresses[0], port, timeout=timeout, local_address=local_address,
+                                             socket_options=socket_options)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        raise CallbackRefused("callbacks do not go to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def public_only_transport(resolver: Resolver = resolve_host,
+                          allow: Callable[[str], bool] = _is_public) -> httpx.AsyncHTTPTransport:
+    """httpx's transport with a ``PublicOnlyBackend`` under it. httpx takes no network back end
+    argument; its connection pool is httpcore's, which does (httpx is pinned in requirements.txt).
+    No proxies from the environment: a proxy would make the connection, not this check."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(), network_backend=PublicOnlyBackend(resolver, allow)
+    )
+    return transport
+
+
 def retry_delay(attempt: int, backoff: Sequence[float], retry_after: float | None, rng: random.Random) -> float:
     """Full-jitter delay before retry number ``attempt`` (0-based), honouring Retry-After up to the cap."""
     cap = max(backoff)
@@ -180,8 +228,11 @@ class HttpCallbackSender:
         """The shared client; a new one if the caller runs a different event loop than before."""
         loop = asyncio.get_running_loop()
         if self._client is None or (self._client_loop is not None and self._client_loop is not loop):
-            # Redirects are never followed: a 3xx could point at a host the policy refuses.
-            self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+            # Redirects are never followed: a 3xx could point at a host the policy refuses. Without
+            # an allowlist every connection is checked again where it is made (DNS rebinding).
+            transport = None if self.allowed_hosts else public_only_transport(self._resolver)
+            self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, transport=transport,
+                                             trust_env=bool(self.allowed_hosts))
             self._client_loop = loop
         return self._client
 
@@ -201,7 +252,10 @@ class HttpCallbackSender:
         attempts = 0
         while True:
             attempts += 1
-            status, retry_after, reason = await self._attempt(url, body, idempotency_key)
+            try:
+                status, retry_after, reason = await self._attempt(url, body, idempotency_key)
+            except CallbackRefused as exc:  # the address it would connect to is not public: final
+                return Delivery(False, attempts, None, str(exc))
             if status is not None and 200 <= status < 300:
                 return Delivery(True, attempts, status)
             retryable = status is None or status in RETRYABLE_STATUS or status >= 500

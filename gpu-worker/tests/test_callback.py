@@ -173,3 +173,41 @@ async def test_no_request_reaches_a_refused_host():
 async def test_missing_secret_is_undelivered_with_a_reason_and_no_request():
     delivery = await HttpCallbackSender(None).send(URL, PAYLOAD, "k")
     assert not delivery.delivered and "GPU_CALLBACK_SECRET" in delivery.reason
+
+
+async def test_dns_rebinding_is_refused_where_the_connection_is_made():
+    """The name answers public to the up-front check and loopback when the connection is made:
+    the connection is refused, nothing reaches the host on that address, and it is not retried."""
+    from engine.receiver import LoopbackReceiver
+
+    answers = [["93.184.216.34"]]
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        return answers.pop(0) if answers else ["127.0.0.1"]
+
+    clock = FakeClock()
+    with LoopbackReceiver(SECRET) as receiver:
+        delivery = await HttpCallbackSender(SECRET, sleep=clock.sleep, clock=clock, resolver=rebinding).send(
+            f"https://rebind.example.com:{receiver.port}/cb", PAYLOAD, "k")
+    assert not delivery.delivered and "not a public address" in delivery.reason
+    assert delivery.attempts == 1 and clock.sleeps == [] and receiver.received == []
+
+
+async def test_connections_go_to_the_checked_address_with_the_url_host_kept():
+    """The transport connects to the address it checked (here a loopback receiver, admitted by a
+    test policy), while the request still names the URL's host."""
+    from engine.callback import public_only_transport
+    from engine.receiver import LoopbackReceiver
+
+    async def to_loopback(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    body = b'{"x": 1}'
+    with LoopbackReceiver(SECRET) as receiver:
+        transport = public_only_transport(to_loopback, allow=lambda address: address == "127.0.0.1")
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.post(f"http://receiver.example.com:{receiver.port}/cb", content=body,
+                                         headers={"Authorization": authorization_header(SECRET, body)})
+    assert response.status_code == 200
+    assert [(r.path, r.headers["Host"], r.body) for r in receiver.received] == [
+        ("/cb", f"receiver.example.com:{receiver.port}", body)]
