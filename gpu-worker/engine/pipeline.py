@@ -245,19 +245,20 @@ class Pipeline:
         else:
             with self.stages.timed("segment"):
                 masks = await self._segment(image, item.input_key, concepts)
-            with self.stages.timed("upload"):
-                await self._store_masks(job, item.idx, masks, image.size)
 
         meta = {"fingerprint": fingerprint, "mask-concepts": ",".join(c.name for c in concepts),
                 "instances": "1" if (job.stage != "apply" or needs_instances) else "0"}
         if job.stage == "segment":
-            with self.stages.timed("upload"):
-                await self.storage.put(marker, encode_instances(masks, image.size), JSON, meta)
+            await self._store_masks(job, item.idx, masks, image.size)
+            await self._store_instances(marker, masks, image.size, meta)
             return self._report(job, item, meta)
-        if job.stage == "full":
-            with self.stages.timed("upload"):
-                await self.storage.put(instances_key(job, item.idx), encode_instances(masks, image.size), JSON)
-        png, thumb = await asyncio.to_thread(self._render, plan, image, masks)
+        rendering = asyncio.to_thread(self._render, plan, image, masks)
+        if job.stage == "full":  # masks and instances are encoded and stored while the result renders
+            _, _, (png, thumb) = await asyncio.gather(
+                self._store_masks(job, item.idx, masks, image.size),
+                self._store_instances(instances_key(job, item.idx), masks, image.size), rendering)
+        else:
+            png, thumb = await rendering
         with self.stages.timed("upload"):
             await self.storage.put(item.preview_key, thumb, JPEG)
             # The result goes last: its presence (with the fingerprint) marks the item finished.
@@ -289,8 +290,17 @@ class Pipeline:
         return await self.batcher.segment(SegmentRequest(image.rgb, image_id), concepts)
 
     async def _store_masks(self, job: Job, idx: int, masks: Segmentation, size: tuple[int, int]) -> None:
-        encoded = await asyncio.to_thread(lambda: {n: encode_mask(m.union) for n, m in masks.items()})
-        await asyncio.gather(*(self.storage.put(mask_key(job, idx, n), data, PNG) for n, data in encoded.items()))
+        with self.stages.timed("encode"):
+            encoded = await asyncio.to_thread(lambda: {n: encode_mask(m.union) for n, m in masks.items()})
+        with self.stages.timed("upload"):
+            await asyncio.gather(*(self.storage.put(mask_key(job, idx, n), data, PNG) for n, data in encoded.items()))
+
+    async def _store_instances(self, key: str, masks: Segmentation, size: tuple[int, int],
+                               meta: dict[str, str] | None = None) -> None:
+        with self.stages.timed("encode"):
+            data = await asyncio.to_thread(encode_instances, masks, size)
+        with self.stages.timed("upload"):
+            await self.storage.put(key, data, JSON, meta)
 
     async def _load_masks(self, job: Job, idx: int, concepts: list[Concept], size: tuple[int, int],
                           needs_instances: bool) -> Segmentation:
