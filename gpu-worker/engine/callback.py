@@ -117,15 +117,22 @@ async def check_callback_url(url: str, allowed_hosts: Sequence[str], resolver: R
     if parts.scheme != "https":
         raise CallbackRefused("callback_url must use https (set CALLBACK_ALLOWED_HOSTS to allow http hosts)")
     try:
-        ipaddress.ip_address(host)
-        addresses = [host]  # a literal address is checked as it is, never resolved
-    except ValueError:
-        addresses = []
-    try:
-        addresses = addresses or await resolver(host, port or 443)
+        addresses = await _addresses(host, port or 443, resolver)
     except OSError as exc:
         raise CallbackRefused(f"callback host {host} does not resolve") from exc
-    if not addresses or not all(_is_public(a) for a in addresses):
+    _refuse_unless_allowed(host, addresses, _is_public)
+
+
+async def _addresses(host: str, port: int, resolver: Resolver) -> list[str]:
+    """``host`` itself when it is an address (checked as it is, never resolved), else its addresses."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        return await resolver(host, port)
+
+
+def _refuse_unless_allowed(host: str, addresses: list[str], allow: Callable[[str], bool]) -> None:
+    if not addresses or not all(allow(a) for a in addresses):
         raise CallbackRefused(f"callback host {host} is not a public address")
 
 
@@ -145,14 +152,10 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
         try:
-            addresses = [str(ipaddress.ip_address(host))]
-        except ValueError:
-            try:
-                addresses = await self._resolver(host, port)
-            except OSError as exc:
-                raise httpcore.ConnectError(f"callback host {host} does not resolve") from exc
-        if not addresses or not all(self._allow(a) for a in addresses):
-            raise CallbackRefused(f"callback host {host} is not a public address")
+            addresses = await _addresses(host, port, self._resolver)
+        except OSError as exc:  # a connection failure like any other: retried
+            raise httpcore.ConnectError(f"callback host {host} does not resolve") from exc
+        _refuse_unless_allowed(host, addresses, self._allow)
         return await self._inner.connect_tcp(addresses[0], port, timeout=timeout, local_address=local_address,
                                              socket_options=socket_options)
 
