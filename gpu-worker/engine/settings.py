@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     max_input_pixels: int = Field(120_000_000, gt=0)
     max_output_side: int = Field(4096, ge=64)
     thumbnail_side: int = Field(300, ge=16)
-    png_compress_level: int = Field(1, ge=0, le=9)
+    png_compress_level: int = Field(1, ge=0, le=3)  # ISA-L deflate level (engine/png.py)
 
     # Segmentation
     segmenter: Literal["sam3", "files"] = "sam3"

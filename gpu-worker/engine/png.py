@@ -1,0 +1,81 @@
+"""Lossless PNG written fast: the Up filter, ISA-L deflate, horizontal strips in parallel.
+
+A PNG's pixels are one zlib stream of filtered rows. With the Up filter a row's bytes depend only
+on that row and the one above it in the *source*, so strips of rows are filtered and deflated
+independently, in threads (numpy and ISA-L release the GIL). Every strip but the last ends on a
+sync flush (byte-aligned, not final), so the raw deflate pieces concatenate into one valid
+stream, as pigz does; the zlib header and the Adler-32 of all filtered bytes wrap it.
+
+On a 12 MP photo: the Up filter at ISA-L level 1 is the size of libpng's adaptive filters at
+zlib level 1 with the RLE strategy, and several times faster before any threading
+(bench/results/encode_*.md).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import numpy as np
+from isal import isal_zlib
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, no preset dictionary
+UP_FILTER = 2
+COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
+STRIP_BYTES = 1 << 21  # below this a strip is not worth a thread
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="png")
+
+
+def write_png(pixels: np.ndarray, *, icc_profile: bytes | None = None, level: int = 1,
+              threads: int | None = None) -> bytes:
+    """uint8 H x W (grey) or H x W x C (C = 1-4: grey, grey+alpha, RGB, RGBA) -> PNG bytes.
+
+    ``level`` is ISA-L's, 0-3. ``threads``: strips deflated at once (default: one per core,
+    each at least ``STRIP_BYTES`` of rows)."""
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
+        raise ValueError(f"write_png takes uint8 H x W [x C] pixels, not {pixels.dtype} {pixels.shape}")
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if channels not in COLOUR_TYPES or height < 1 or width < 1:
+        raise ValueError(f"write_png cannot write an image of shape {pixels.shape}")
+    rows = np.ascontiguousarray(pixels).reshape(height, width * channels)
+    filtered = np.empty((height, width * channels + 1), np.uint8)
+
+    wanted = threads or min(os.cpu_count() or 2, filtered.nbytes // STRIP_BYTES)
+    count = max(1, min(wanted, height))
+    bounds = np.linspace(0, height, count + 1).astype(int)
+
+    def strip(i: int) -> bytes:
+        top, bottom = bounds[i], bounds[i + 1]
+        filtered[top:bottom, 0] = UP_FILTER
+        if top == 0:  # the first row's "row above" is zeros
+            filtered[0, 1:] = rows[0]
+            top += 1
+        np.subtract(rows[top:bottom], rows[top - 1:bottom - 1], out=filtered[top:bottom, 1:])
+        compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
+        last = i == count - 1
+        return compressor.compress(filtered[bounds[i]:bottom]) + compressor.flush(
+            isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
+
+    pieces = list(_pool().map(strip, range(count))) if count > 1 else [strip(0)]
+    adler = isal_zlib.adler32(filtered)
+    idat = b"".join([ZLIB_HEADER, *pieces, struct.pack(">I", adler)])
+
+    header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)
+    parts = [SIGNATURE, chunk(b"IHDR", header)]
+    if icc_profile:
+        parts.append(chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile)))
+    parts += [chunk(b"IDAT", idat), chunk(b"IEND", b"")]
+    return b"".join(parts)
