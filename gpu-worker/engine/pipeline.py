@@ -2,9 +2,12 @@
 
 Per item, in stages: check keys -> reuse a finished result (redelivery) -> download -> decode
 -> masks (segment, or load the stored ones for ``apply``) -> apply rules -> encode -> upload
--> callback. At most ``batch_concurrency`` items are in flight; each item's callback is sent
-in its own task so a receiver that needs retries never holds up the other items. Every
-exception is mapped to a contract error code in one place (``errors.error_code_of``).
+-> callback. The stages fall into three bounded phases (``engine.phases``): fetch (download),
+pixels (decode to encode) and store (upload); ``batch_concurrency`` items at most are in each,
+so while the device segments some photos the next ones download and decode and the previous
+ones upload, and memory stays bounded by the pixels phase. Each item's callback is sent in its
+own task so a receiver that needs retries never holds up the other items. Every exception is
+mapped to a contract error code in one place (``errors.error_code_of``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from engine.errors import (DeviceFailure, InputNotFound, JobParseError, MasksNot
 from engine.job import (Envelope, Item, Job, check_item_keys, idempotency_key, instances_key,
                         mask_key, parse_envelope, parse_job, unwrap_event)
 from engine.logs import StageClock, Stopwatch, idx_var, job_id_var
+from engine.phases import ItemPlace, PhaseGates
 from engine.postprocess import (DecodedImage, decode_image, decode_instances, decode_mask, encode_instances,
                                 encode_mask, encode_png, encode_thumbnail, gpu_jpeg_device)
 from engine.rules import Plan, make_plan
@@ -77,6 +81,7 @@ class ItemReport:
 
 
 ItemListener = Callable[[ItemReport, Delivery], None]
+StoredObject = tuple[str, bytes, str, "dict[str, str] | None"]  # key, data, content type, metadata
 
 
 def job_status(reports: Sequence[ItemReport]) -> str:
@@ -158,17 +163,21 @@ class Pipeline:
             return self._result(envelope, reports, deliveries, watch)
 
         log.info("job.start", extra={"items": len(job.items), "stage": job.stage, "preset": job.preset})
-        limit = asyncio.Semaphore(job.batch_concurrency or self.settings.batch_concurrency)
+        gates = PhaseGates(job.batch_concurrency or self.settings.batch_concurrency)
         callback_tasks: dict[int, asyncio.Task[Delivery]] = {}
 
         async def run_item(item: Item) -> ItemReport:
             idx_var.set(item.idx)
-            async with limit:
+            place = gates.place()
+            try:
+                await place.enter("fetch")
                 if self.stopping:
                     report = ItemReport.failure(item.idx, ShuttingDown(
                         "the worker shut down before this item started; resubmit the job"))
                 else:
-                    report = await self._run_item(job, plan, item)
+                    report = await self._run_item(job, plan, item, place)
+            finally:
+                place.leave()
             callback_tasks[item.idx] = asyncio.create_task(self._deliver(envelope, report, on_item_done))
             return report
 
@@ -205,10 +214,10 @@ class Pipeline:
 
     # -- item --------------------------------------------------------------------------------
 
-    async def _run_item(self, job: Job, plan: Plan, item: Item) -> ItemReport:
+    async def _run_item(self, job: Job, plan: Plan, item: Item, place: ItemPlace) -> ItemReport:
         watch = Stopwatch()
         try:
-            report = await asyncio.wait_for(self._process(job, plan, item), self.settings.item_timeout_sec)
+            report = await asyncio.wait_for(self._process(job, plan, item, place), self.settings.item_timeout_sec)
         except Exception as exc:
             report = ItemReport.failure(item.idx, exc)
             if isinstance(exc, DeviceFailure):
@@ -221,7 +230,8 @@ class Pipeline:
         log.info("item.done", extra={"ms": watch.ms()})
         return report
 
-    async def _process(self, job: Job, plan: Plan, item: Item) -> ItemReport:
+    async def _process(self, job: Job, plan: Plan, item: Item, place: ItemPlace) -> ItemReport:
+        """The item's stages; ``place`` is in the fetch phase on entry."""
         check_item_keys(job, item)
         fingerprint = hashlib.sha256(f"{job.fingerprint()}|{item.input_key}".encode()).hexdigest()
         marker = instances_key(job, item.idx) if job.stage == "segment" else item.output_key
@@ -229,14 +239,16 @@ class Pipeline:
         if previous is not None and previous.get("fingerprint") == fingerprint:
             log.info("item.reused", extra={"key": marker})
             return self._report(job, item, previous)
-
         with self.stages.timed("download"):
             data = await self.storage.get(item.input_key, self.settings.max_input_bytes)
+
+        await place.enter("pixels")
         with self.stages.timed("decode"):
             image = await asyncio.to_thread(
                 decode_image, data, max_pixels=self.settings.max_input_pixels, max_side=self.settings.max_output_side,
                 jpeg_device=self.jpeg_device,
             )
+        del data
         concepts = plan.concepts_to_find()
         needs_instances = job.stage == "segment" or any(r.instances is not None for r in plan.rules)
         if job.stage == "apply":
@@ -245,25 +257,37 @@ class Pipeline:
         else:
             with self.stages.timed("segment"):
                 masks = await self._segment(image, item.input_key, concepts)
-
         meta = {"fingerprint": fingerprint, "mask-concepts": ",".join(c.name for c in concepts),
                 "instances": "1" if (job.stage != "apply" or needs_instances) else "0"}
-        if job.stage == "segment":
-            await self._store_masks(job, item.idx, masks, image.size)
-            await self._store_instances(marker, masks, image.size, meta)
-            return self._report(job, item, meta)
-        rendering = asyncio.to_thread(self._render, plan, image, masks)
-        if job.stage == "full":  # masks and instances are encoded and stored while the result renders
-            _, _, (png, thumb) = await asyncio.gather(
-                self._store_masks(job, item.idx, masks, image.size),
-                self._store_instances(instances_key(job, item.idx), masks, image.size), rendering)
-        else:
-            png, thumb = await rendering
+        # Every object's bytes, the result (if any) last: its presence marks the item finished.
+        objects = await self._encode(job, plan, item, image, masks, meta)
+        del image, masks
+
+        await place.enter("store")
         with self.stages.timed("upload"):
-            await self.storage.put(item.preview_key, thumb, JPEG)
-            # The result goes last: its presence (with the fingerprint) marks the item finished.
-            await self.storage.put(item.output_key, png, PNG, meta)
+            *first, (last_key, last_data, last_type, last_meta) = objects
+            await asyncio.gather(*(self.storage.put(*obj) for obj in first))
+            await self.storage.put(last_key, last_data, last_type, last_meta)
         return self._report(job, item, meta)
+
+    async def _encode(self, job: Job, plan: Plan, item: Item, image: DecodedImage, masks: Segmentation,
+                      meta: dict[str, str]) -> list[StoredObject]:
+        """(key, bytes, content type, metadata) of every object the item writes; the one that
+        marks the item finished last. Masks and the instances file are encoded while the result
+        renders."""
+        if job.stage == "segment":
+            found, marker = await asyncio.gather(
+                self._encode_masks(job, item.idx, masks),
+                self._encode_instances(instances_key(job, item.idx), masks, image.size, meta))
+            return [*found, marker]
+        rendering = asyncio.to_thread(self._render, plan, image, masks)
+        if job.stage == "apply":  # its masks are already stored
+            png, thumb = await rendering
+            return [(item.preview_key, thumb, JPEG, None), (item.output_key, png, PNG, meta)]
+        found, instances, (png, thumb) = await asyncio.gather(
+            self._encode_masks(job, item.idx, masks),
+            self._encode_instances(instances_key(job, item.idx), masks, image.size), rendering)
+        return [*found, instances, (item.preview_key, thumb, JPEG, None), (item.output_key, png, PNG, meta)]
 
     def _report(self, job: Job, item: Item, meta: dict[str, str]) -> ItemReport:
         concepts = [c for c in meta.get("mask-concepts", "").split(",") if c]
@@ -289,18 +313,15 @@ class Pipeline:
     async def _segment(self, image: DecodedImage, image_id: str, concepts: list[Concept]) -> Segmentation:
         return await self.batcher.segment(SegmentRequest(image.rgb, image_id), concepts)
 
-    async def _store_masks(self, job: Job, idx: int, masks: Segmentation, size: tuple[int, int]) -> None:
+    async def _encode_masks(self, job: Job, idx: int, masks: Segmentation) -> list[StoredObject]:
         with self.stages.timed("encode"):
             encoded = await asyncio.to_thread(lambda: {n: encode_mask(m.union) for n, m in masks.items()})
-        with self.stages.timed("upload"):
-            await asyncio.gather(*(self.storage.put(mask_key(job, idx, n), data, PNG) for n, data in encoded.items()))
+        return [(mask_key(job, idx, n), data, PNG, None) for n, data in encoded.items()]
 
-    async def _store_instances(self, key: str, masks: Segmentation, size: tuple[int, int],
-                               meta: dict[str, str] | None = None) -> None:
+    async def _encode_instances(self, key: str, masks: Segmentation, size: tuple[int, int],
+                                meta: dict[str, str] | None = None) -> StoredObject:
         with self.stages.timed("encode"):
-            data = await asyncio.to_thread(encode_instances, masks, size)
-        with self.stages.timed("upload"):
-            await self.storage.put(key, data, JSON, meta)
+            return key, await asyncio.to_thread(encode_instances, masks, size), JSON, meta
 
     async def _load_masks(self, job: Job, idx: int, concepts: list[Concept], size: tuple[int, int],
                           needs_instances: bool) -> Segmentation:

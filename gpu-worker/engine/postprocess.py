@@ -228,8 +228,8 @@ def decode_mask(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
 
 
 def rle_encode(mask: np.ndarray) -> list[int]:
-    flat = mask.reshape(-1).astype(np.int8)
-    changes = np.flatnonzero(np.diff(flat)) + 1
+    flat = mask.reshape(-1).astype(bool, copy=False)
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     bounds = np.concatenate(([0], changes, [flat.size]))
     runs = np.diff(bounds).tolist()
     return runs if flat.size == 0 or flat[0] == 0 else [0, *runs]
