@@ -67,7 +67,7 @@ def _to_8bit_rgba(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     if img.mode in ("RGBA", "LA", "RGBa", "La"):
         alpha = img.getchannel("A")
         return img.convert("RGB"), alpha
-    return img.convert("RGB"), None
+    return (img if img.mode == "RGB" else img.convert("RGB")), None
 
 
 def decode_image(data: bytes, *, max_pixels: int, max_side: int, jpeg_device: str | None = None) -> DecodedImage:
@@ -94,7 +94,7 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int, jpeg_device: st
             else:
                 _decode_reduced(img, max_side)
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright photo
                 rgb, alpha = _to_8bit_rgba(img)
     except (UnsupportedImage, InputTooLarge):
         raise
@@ -213,7 +213,7 @@ def encode_thumbnail(rgb: np.ndarray, side: int, quality: int = 85) -> bytes:
 
 
 def encode_mask(mask: np.ndarray) -> bytes:
-    return write_png(mask.astype(np.uint8) * 255)
+    return write_png(np.multiply(mask, 255, dtype=np.uint8))
 
 
 def decode_mask(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
