@@ -100,7 +100,8 @@ def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], n
             region = np.zeros_like(concept.union)
             for inst in concept.instances:
                 if inst.id in rule.instances:
-                    region |= inst.mask
+                    x0, y0, x1, y1 = inst.bbox
+                    region[y0:y1, x0:x1] |= inst.crop
         edits.append(Edit(rule.op, region))
     protect = None
     for name in plan.protect:

@@ -351,7 +351,8 @@ def _assemble(
         else:
             rows = [(union_at, k.scores[0])] if areas[union_at] > 0 else []
         instances = [Instance(i, score, boxes[r], masks[r]) for i, (r, score) in enumerate(rows)]
-        result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at], instances)
+        # A copy: a view would keep the photo's whole stack of masks alive (instances pack theirs).
+        result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at].copy(), instances)
     return result
 
 

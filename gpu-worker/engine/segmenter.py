@@ -24,16 +24,39 @@ from engine.errors import SegmentationUnavailable
 from presets import Concept
 
 
-@dataclass
 class Instance:
-    id: int
-    score: float
-    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 in result pixels (x1, y1 exclusive)
-    mask: np.ndarray  # bool, H x W
+    """One detected object: ``id``, ``score``, ``bbox`` (x0, y0, x1, y1 in result pixels; x1, y1
+    exclusive), ``area`` (pixels) and its mask.
+
+    The mask is kept cropped to the box and bit-packed: at 12 MP a mask is 12 MB as bools, and a
+    job holds every instance of several photos at once. ``mask`` unpacks it at full size (bool
+    H x W) on each access, ``crop`` just the box's part."""
+
+    __slots__ = ("id", "score", "bbox", "area", "shape", "_bits")
+
+    def __init__(self, id: int, score: float, bbox: tuple[int, int, int, int], mask: np.ndarray) -> None:
+        self.id, self.score = id, score
+        self.bbox = x0, y0, x1, y1 = tuple(int(v) for v in bbox)
+        self.shape: tuple[int, int] = mask.shape
+        crop = mask[y0:y1, x0:x1]
+        self.area = int(np.count_nonzero(crop))
+        if self.area != np.count_nonzero(mask):
+            raise ValueError(f"instance {id}'s mask has pixels outside its box {self.bbox}")
+        self._bits = np.packbits(crop, axis=1)
 
     @property
-    def area(self) -> int:
-        return int(self.mask.sum())
+    def crop(self) -> np.ndarray:
+        return np.unpackbits(self._bits, axis=1, count=self.bbox[2] - self.bbox[0]).view(bool)
+
+    @property
+    def mask(self) -> np.ndarray:
+        full = np.zeros(self.shape, bool)
+        x0, y0, x1, y1 = self.bbox
+        full[y0:y1, x0:x1] = self.crop
+        return full
+
+    def __repr__(self) -> str:
+        return f"Instance(id={self.id}, score={self.score:.3f}, bbox={self.bbox}, area={self.area})"
 
 
 @dataclass

@@ -1,0 +1,66 @@
+"""Instances keep their masks cropped and bit-packed; what goes in comes back out."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.callback import RecordingCallbackSender
+from engine.postprocess import decode_instances, encode_instances
+from engine.segmenter import ConceptMasks, Instance, bbox_of
+from tests.conftest import make_job
+from tests.test_pipeline import build
+
+
+@settings(max_examples=80, deadline=None)
+@given(height=st.integers(1, 30), width=st.integers(1, 30), density=st.floats(0, 1), seed=st.integers(0, 2**32 - 1))
+def test_a_mask_comes_back_exactly(height, width, density, seed):
+    mask = np.random.default_rng(seed).random((height, width)) < density
+    inst = Instance(3, 0.5, bbox_of(mask), mask)
+    assert inst.mask.dtype == np.bool_ and np.array_equal(inst.mask, mask)
+    assert inst.area == int(mask.sum())
+    x0, y0, x1, y1 = inst.bbox
+    assert np.array_equal(inst.crop, mask[y0:y1, x0:x1])
+
+
+def test_a_12_mp_blob_is_held_in_a_fraction_of_its_bool_size():
+    mask = np.zeros((3000, 4000), bool)
+    mask[1000:1600, 500:1700] = True
+    inst = Instance(0, 0.9, bbox_of(mask), mask)
+    assert inst._bits.nbytes < mask.nbytes / 100
+
+
+def test_a_box_that_does_not_hold_the_mask_is_refused():
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 2:5] = True
+    with pytest.raises(ValueError, match="outside its box"):
+        Instance(0, 1.0, (2, 2, 4, 4), mask)
+
+
+def test_the_instances_file_round_trips_and_a_lying_box_is_unreadable():
+    mask = np.zeros((20, 30), bool)
+    mask[4:9, 10:25] = True
+    segmentation = {"Door": ConceptMasks("Door", mask, [Instance(0, 0.8, bbox_of(mask), mask)])}
+    data = encode_instances(segmentation, (30, 20))
+    back = decode_instances(data, (30, 20))["Door"][0]
+    assert back.bbox == (10, 4, 25, 9) and np.array_equal(back.mask, mask)
+    doc = json.loads(data)
+    doc["concepts"]["Door"][0]["bbox"] = [0, 0, 5, 5]
+    with pytest.raises(ValueError):
+        decode_instances(json.dumps(doc).encode(), (30, 20))
+
+
+async def test_apply_with_a_tampered_instances_file_fails_with_masks_not_found(tmp_path):
+    pipeline, storage, _, _ = build(tmp_path, callbacks=RecordingCallbackSender())
+    concepts = {"Furniture": {"action": "recolor", "value": "#FF0000", "instances": [0]}}
+    await pipeline.run_job(make_job(stage="segment", concepts=concepts))
+    key = "masks/u_abc/job_123/0_instances.json"
+    doc = json.loads(storage.path_of(key).read_bytes())
+    doc["concepts"]["Furniture"][0]["bbox"] = [0, 0, 1, 1]
+    storage.path_of(key).write_text(json.dumps(doc))
+    result = await pipeline.run_job(make_job(stage="apply", concepts=concepts, protect=[]))
+    assert result["items"][0]["error_code"] == "MASKS_NOT_FOUND"
