@@ -86,6 +86,6 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
         else:  # pragma: no cover - Op is a closed union
             raise TypeError(f"unknown edit {edit.op!r}")
         composite(out, window, alpha, edited)
-    if protect is not None:
-        out[protect] = image[protect]  # already true by construction; cheap and absolute
+    if protect is not None:  # already true by construction; absolute, and cheap as OpenCV's masked copy
+        out = cv2.copyTo(image, np.ascontiguousarray(protect).view(np.uint8), out)
     return out

@@ -140,24 +140,57 @@ def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, 
     anchor = region if anchor is None else anchor
     distance = cv2.distanceTransform((~anchor).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     within = distance <= (band if reach is None else reach) + 1e-3
-    subsample = max(1, band // 2)
-    matte, contrast = guided_filter(rgb, region.astype(np.float32), radius=band + 1, eps=2e-3, subsample=subsample)
-    # The guided filter can only place the boundary where the photo has an edge. Where the two
-    # sides look alike it returns an uninformative ramp, and the mask is the better judge
-    # (otherwise a rim of half-edited pixels would run along, say, a ceiling meeting a shaded
-    # crown molding); trust it in proportion to the colour contrast across the border.
-    trust = np.clip(contrast / EDGE_CONTRAST, 0.0, 1.0)
-    alpha = trust * np.clip(matte, 0.0, 1.0) + (1.0 - trust) * region
-    alpha = np.where(region, np.maximum(alpha, 0.5), np.minimum(alpha, 0.5))
-    # the filter's tails: a few percent of weight on pixels that are plainly one side or the
-    # other is leakage (a faint tint beside the edge, or a faint rim of the old colour)
-    alpha[region & (alpha > 0.9)] = 1.0
-    alpha[~region & (alpha < 0.1)] = 0.0
-    alpha[core] = 1.0
-    alpha[~within] = 0.0
+    alpha = (core & within).astype(np.float32)
+    ring = within & ~core  # the only pixels whose weight is not plainly 1 or 0
+    if ring.any():
+        matte, contrast = _guided_where(rgb, region, ring, radius=band + 1, eps=2e-3, subsample=max(1, band // 2))
+        inside = region[ring]
+        # The guided filter can only place the boundary where the photo has an edge. Where the two
+        # sides look alike it returns an uninformative ramp, and the mask is the better judge
+        # (otherwise a rim of half-edited pixels would run along, say, a ceiling meeting a shaded
+        # crown molding); trust it in proportion to the colour contrast across the border.
+        trust = np.clip(contrast[ring] / EDGE_CONTRAST, 0.0, 1.0)
+        weight = trust * np.clip(matte[ring], 0.0, 1.0) + (1.0 - trust) * inside
+        weight = np.where(inside, np.maximum(weight, 0.5), np.minimum(weight, 0.5))
+        # the filter's tails: a few percent of weight on pixels that are plainly one side or the
+        # other is leakage (a faint tint beside the edge, or a faint rim of the old colour)
+        weight[inside & (weight > 0.9)] = 1.0
+        weight[~inside & (weight < 0.1)] = 0.0
+        alpha[ring] = weight
     if protect is not None:
         alpha[protect] = 0.0
-    return alpha.astype(np.float32)
+    return alpha
+
+
+MATTE_TILE = 512  # px; the guided filter runs on the tiles a region's border crosses
+
+
+def _guided_where(rgb: np.ndarray, region: np.ndarray, needed: np.ndarray, *, radius: int, eps: float,
+                  subsample: int) -> tuple[np.ndarray, np.ndarray]:
+    """``guided_filter`` of the region mask, computed on the tiles that hold ``needed`` pixels
+    (each with a margin wider than the filter's reach, so their values match a whole-window run
+    where the window's sides are multiples of the subsampling step); zeros elsewhere. A region scattered over a large window, or a
+    large region, has its border in a small share of the window."""
+    h, w = needed.shape
+    matte = np.zeros((h, w), np.float32)
+    contrast = np.zeros((h, w), np.float32)
+    # Tiles and margins are whole multiples of the subsampling step, so every tile samples the
+    # same grid as the whole window would.
+    margin = (2 * max(1, radius // subsample) + 4) * subsample
+    tile = max(subsample, MATTE_TILE - MATTE_TILE % subsample)
+    src = region.astype(np.float32)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            if not needed[y0:y1, x0:x1].any():
+                continue
+            ey0, ex0, ey1, ex1 = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
+            tile_matte, tile_contrast = guided_filter(rgb[ey0:ey1, ex0:ex1], src[ey0:ey1, ex0:ex1], radius, eps,
+                                                      subsample)
+            inner = slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0)
+            matte[y0:y1, x0:x1] = tile_matte[inner]
+            contrast[y0:y1, x0:x1] = tile_contrast[inner]
+    return matte, contrast
 
 
 EDGE_CONTRAST = 0.12  # colour distance (sRGB, 0..1 per channel) at which the photo's edge is trusted fully

@@ -137,9 +137,19 @@ def _value_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, cells: 
     grid = rng.standard_normal((cells, cells)).astype(np.float32)
     grid = cv2.GaussianBlur(np.tile(grid, (3, 3)), (0, 0), 1.0)[cells:2 * cells, cells:2 * cells]
     grid /= grid.std() + 1e-6
-    mu = np.mod(u, cells).astype(np.float32)
-    mv = np.mod(v, cells).astype(np.float32)
-    return cv2.remap(grid, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+    # remap takes 2-D maps: the points go through in rows of REMAP_ROW
+    count = u.size
+    rows = -(-count // REMAP_ROW)
+    mu = np.zeros(rows * REMAP_ROW, np.float32)
+    mv = np.zeros(rows * REMAP_ROW, np.float32)
+    np.mod(u, cells, out=mu[:count], casting="unsafe")
+    np.mod(v, cells, out=mv[:count], casting="unsafe")
+    out = cv2.remap(grid, mu.reshape(rows, REMAP_ROW), mv.reshape(rows, REMAP_ROW), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_WRAP)
+    return out.reshape(-1)[:count]
+
+
+REMAP_ROW = 4096
 
 
 def dominant_orientation(l_crop: np.ndarray, region: np.ndarray) -> float | None:
@@ -154,15 +164,22 @@ def dominant_orientation(l_crop: np.ndarray, region: np.ndarray) -> float | None
     return 0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2
 
 
-def material_pattern(material: str, l_crop: np.ndarray, region: np.ndarray, seed: int) -> np.ndarray:
-    """Zero-mean, unit-std tonal pattern over the window (float32), or zeros for flat paint."""
+def material_pattern(material: str, l_crop: np.ndarray, region: np.ndarray, seed: int,
+                     where: np.ndarray | None = None) -> np.ndarray:
+    """Zero-mean (over ``region``), unit-std tonal pattern over the window (float32), or zeros for
+    flat paint. Evaluated only at ``where`` (default: everywhere; it must hold ``region``), zero
+    elsewhere: a region scattered over a large window needs a few of its pixels."""
     h, w = region.shape
+    out = np.zeros((h, w), np.float32)
     if material not in ("wood", "stone") or not region.any():
-        return np.zeros((h, w), np.float32)
+        return out
     rng = np.random.default_rng(seed)
     ys, xs = np.nonzero(region)
     extent = max(float(np.ptp(ys)), float(np.ptp(xs)), 8.0)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if where is None:
+        where = np.ones((h, w), bool)
+    py, px = np.nonzero(where)
+    yy, xx = py.astype(np.float32), px.astype(np.float32)
     if material == "wood":
         angle = dominant_orientation(l_crop, region)
         if angle is None:  # plain surface: run the boards along its longer side
@@ -184,8 +201,9 @@ def material_pattern(material: str, l_crop: np.ndarray, region: np.ndarray, seed
                 + 0.5 * _value_noise(rng, xx / (extent / 14), yy / (extent / 14)))
         veins = np.exp(-np.abs(_value_noise(rng, xx / (extent / 3) + 0.8 * base, yy / (extent / 3))) * 6.0)
         pattern = 0.6 * base - 1.2 * veins
-    vals = pattern[region]
-    return ((pattern - vals.mean()) / (vals.std() + 1e-6)).astype(np.float32)
+    vals = pattern[region[py, px]]
+    out[py, px] = (pattern - vals.mean()) / (vals.std() + 1e-6)
+    return out
 
 
 def _texture_std(l_crop: np.ndarray, region: np.ndarray) -> float:
@@ -208,7 +226,8 @@ def recolor(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, op: Recolor,
     material = None
     if op.material != "flat" and op.spread > 0:
         l_window = colour.lstar(colour.luminance(colour.to_linear(rgb)))
-        pattern = material_pattern(op.material, l_window, region, seed=op.rgb[0] << 16 | op.rgb[1] << 8 | op.rgb[2])
+        pattern = material_pattern(op.material, l_window, region, seed=op.rgb[0] << 16 | op.rgb[1] << 8 | op.rgb[2],
+                                   where=alpha > 0)
         # spread is a relative luminance variation; d(L*) = (L* + 16) / 3 * d(ln Y)
         wanted = op.spread * (params.target_l + 16.0) / 3.0
         existing = params.kappa * _texture_std(l_window, region)
