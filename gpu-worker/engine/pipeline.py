@@ -32,7 +32,7 @@ from engine.errors import (DeviceFailure, InputNotFound, JobParseError, MasksNot
 from engine.job import (Envelope, Item, Job, check_item_keys, idempotency_key, instances_key,
                         mask_key, parse_envelope, parse_job, unwrap_event)
 from engine.logs import StageClock, Stopwatch, idx_var, job_id_var
-from engine.phases import ItemPlace, PhaseGates
+from engine.phases import ItemPlace, Phase, PhaseGates
 from engine.postprocess import (DecodedImage, decode_image, decode_instances, decode_mask, encode_instances,
                                 encode_mask, encode_png, encode_thumbnail, gpu_jpeg_device)
 from engine.rules import Plan, make_plan
@@ -107,6 +107,25 @@ def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], n
     for name in plan.protect:
         protect = masks[name].union.copy() if protect is None else protect | masks[name].union
     return edits, protect
+
+
+@dataclass
+class Handoff:
+    """An item's place in the phases and its deadline: time spent waiting for a slot in the next
+    phase (other items' work) does not count against ``ITEM_TIMEOUT_SEC``."""
+
+    place: ItemPlace
+    deadline: asyncio.Timeout
+
+    async def enter(self, phase: Phase) -> None:
+        loop, when = asyncio.get_running_loop(), self.deadline.when()
+        if when is None:
+            await self.place.enter(phase)
+            return
+        left = when - loop.time()
+        self.deadline.reschedule(None)
+        await self.place.enter(phase)
+        self.deadline.reschedule(loop.time() + left)
 
 
 class Pipeline:
@@ -218,7 +237,8 @@ class Pipeline:
     async def _run_item(self, job: Job, plan: Plan, item: Item, place: ItemPlace) -> ItemReport:
         watch = Stopwatch()
         try:
-            report = await asyncio.wait_for(self._process(job, plan, item, place), self.settings.item_timeout_sec)
+            async with asyncio.timeout(self.settings.item_timeout_sec) as deadline:
+                report = await self._process(job, plan, item, Handoff(place, deadline))
         except Exception as exc:
             report = ItemReport.failure(item.idx, exc)
             if isinstance(exc, DeviceFailure):
@@ -231,7 +251,7 @@ class Pipeline:
         log.info("item.done", extra={"ms": watch.ms()})
         return report
 
-    async def _process(self, job: Job, plan: Plan, item: Item, place: ItemPlace) -> ItemReport:
+    async def _process(self, job: Job, plan: Plan, item: Item, place: Handoff) -> ItemReport:
         """The item's stages; ``place`` is in the fetch phase on entry."""
         check_item_keys(job, item)
         fingerprint = hashlib.sha256(f"{job.fingerprint()}|{item.input_key}".encode()).hexdigest()

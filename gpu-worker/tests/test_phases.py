@@ -134,3 +134,29 @@ async def test_a_slow_upload_holds_decoding_back(tmp_path):
     result = await pipeline.run_job(make_job(5, batch_concurrency=2))
     assert result["status"] == "completed"
     assert peak == 2 and peak_uploading == 2
+
+
+class SlowSegmenter:
+    def __init__(self, inner, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+
+    def segment(self, requests, concepts):
+        time.sleep(self.seconds)
+        return self.inner.segment(requests, concepts)
+
+
+async def test_waiting_for_a_slot_does_not_count_against_the_item_timeout(tmp_path):
+    """One photo at a time, each segmentation 0.35 s, ITEM_TIMEOUT_SEC 0.6: photo 1 waits about
+    0.35 s for photo 0 before its own 0.35 s of work, and still finishes."""
+    pipeline, _, segmenter, _ = build(tmp_path, photos=2, callbacks=RecordingCallbackSender(),
+                                      item_timeout_sec=0.6, segment_max_batch=1)
+    pipeline.batcher.segmenter = SlowSegmenter(segmenter, 0.35)
+    result = await pipeline.run_job(make_job(2, batch_concurrency=1))
+    assert [i["status"] for i in result["items"]] == ["done", "done"], result
+
+
+async def test_an_item_whose_own_work_is_too_slow_still_times_out(tmp_path):
+    pipeline, _, segmenter, _ = build(tmp_path, photos=1, callbacks=RecordingCallbackSender(), item_timeout_sec=0.2)
+    pipeline.batcher.segmenter = SlowSegmenter(segmenter, 0.5)
+    result = await pipeline.run_job(make_job(1))
+    assert result["items"][0]["error_code"] == "TIMEOUT"
