@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -205,10 +206,15 @@ def encode_png(rgb: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | N
 
 
 def encode_thumbnail(rgb: np.ndarray, side: int, quality: int = 85) -> bytes:
-    img = Image.fromarray(rgb, "RGB")
-    img.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    """JPEG whose longest side is ``side`` (never enlarged). OpenCV's area filter reads the
+    array in place; Pillow would first copy the whole photo."""
+    height, width = rgb.shape[:2]
+    scale = min(1.0, side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     out = io.BytesIO()
-    img.save(out, format="JPEG", quality=quality, optimize=True)
+    Image.fromarray(rgb, "RGB").save(out, format="JPEG", quality=quality, optimize=True)
     return out.getvalue()
 
 

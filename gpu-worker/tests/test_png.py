@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
 from engine.png import write_png
-from engine.postprocess import encode_mask, encode_png
+from engine.postprocess import encode_mask, encode_png, encode_thumbnail
 
 
 def read_back(png: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -72,3 +72,12 @@ def test_masks_are_written_as_0_255_grey():
 def test_what_png_cannot_hold_is_refused(pixels):
     with pytest.raises(ValueError, match="write_png"):
         write_png(pixels)
+
+
+@pytest.mark.parametrize(("shape", "expected"), [((3000, 4000), (300, 225)), ((4000, 1000), (75, 300)),
+                                                 ((160, 240), (240, 160)), ((5000, 1), (1, 300))])
+def test_thumbnail_fits_the_side_keeps_the_aspect_and_never_enlarges(shape, expected):
+    rgb = np.full((*shape, 3), (200, 60, 30), np.uint8)
+    thumb = Image.open(io.BytesIO(encode_thumbnail(rgb, 300)))
+    assert thumb.format == "JPEG" and thumb.size == expected
+    assert np.abs(np.asarray(thumb).astype(int) - (200, 60, 30)).max() <= 3
