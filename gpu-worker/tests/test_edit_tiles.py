@@ -53,3 +53,17 @@ def test_protected_pixels_stay_byte_identical_on_a_large_scattered_edit():
     assert np.array_equal(out[protect], rgb[protect])
     changed = (out != rgb).any(axis=2)
     assert changed[region & ~protect].mean() > 0.9
+
+
+def test_kernels_in_chunks_on_threads_give_the_same_pixels():
+    from engine.edits.backend import NumpyBackend
+    from engine.edits.kernels import RecolorParams, ToneKernelParams
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (300_001, 3), dtype=np.uint8)
+    material = rng.normal(0, 1, len(pixels)).astype(np.float32)
+    recolor = RecolorParams(50.0, 1.2, 60.0, (1.1, 0.9, 0.8))
+    tone = ToneKernelParams((1.02, 1.0, 0.97), 1.3, 2.0, 0.5, 1.1)
+    whole, chunked = NumpyBackend(chunk=10**9), NumpyBackend(chunk=7_000)
+    assert np.array_equal(whole.recolor(pixels, recolor, material), chunked.recolor(pixels, recolor, material))
+    assert np.array_equal(whole.tone(pixels, tone), chunked.tone(pixels, tone))

@@ -7,6 +7,9 @@ CPU, where the transfer would cost more than the maths.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -26,13 +29,41 @@ class Backend(Protocol):
 
 
 class NumpyBackend:
+    """The kernels in numpy, over chunks of ``chunk`` pixels on a thread pool: numpy releases the
+    GIL in its loops, so chunks run on several cores, and each chunk's temporaries (a dozen
+    arrays the size of its pixels) stay small whatever the region's size."""
+
     name = "numpy"
 
+    def __init__(self, chunk: int = 1 << 19) -> None:
+        self.chunk = chunk
+
     def recolor(self, rgb8: np.ndarray, params: kernels.RecolorParams, material: np.ndarray | None) -> np.ndarray:
-        return colour.to_srgb255(kernels.recolor(colour.to_linear(rgb8), params, np, material))
+        def run(part: slice) -> np.ndarray:
+            mat = None if material is None else material[part]
+            return colour.to_srgb255(kernels.recolor(colour.to_linear(rgb8[part]), params, np, mat))
+
+        return self._chunked(len(rgb8), run)
 
     def tone(self, rgb8: np.ndarray, params: kernels.ToneKernelParams) -> np.ndarray:
-        return colour.to_srgb255(kernels.tone(colour.to_linear(rgb8), params, np))
+        return self._chunked(len(rgb8), lambda part: colour.to_srgb255(kernels.tone(colour.to_linear(rgb8[part]), params, np)))
+
+    def _chunked(self, count: int, run: Callable[[slice], np.ndarray]) -> np.ndarray:
+        parts = [slice(start, start + self.chunk) for start in range(0, count, self.chunk)] or [slice(0, 0)]
+        if len(parts) == 1:
+            return run(parts[0])
+        out = np.empty((count, 3), np.float32)
+
+        def fill(part: slice) -> None:
+            out[part] = run(part)
+
+        list(_pool().map(fill, parts))
+        return out
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="edit")
 
 
 class TorchBackend:
