@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 
 import numpy as np
 from isal import isal_zlib
+
+from engine.threads import cpu_pool
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, no preset dictionary
@@ -32,10 +32,6 @@ STRIP_BYTES = 1 << 21  # below this a strip is not worth a thread
 def chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
-
-@lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="png")
 
 
 def write_png(pixels: np.ndarray, *, icc_profile: bytes | None = None, level: int = 1,
@@ -69,7 +65,7 @@ def write_png(pixels: np.ndarray, *, icc_profile: bytes | None = None, level: in
         return compressor.compress(filtered[bounds[i]:bottom]) + compressor.flush(
             isal_zlib.Z_FINISH if last else isal_zlib.Z_SYNC_FLUSH)
 
-    pieces = list(_pool().map(strip, range(count))) if count > 1 else [strip(0)]
+    pieces = list(cpu_pool().map(strip, range(count))) if count > 1 else [strip(0)]
     adler = isal_zlib.adler32(filtered)
     idat = b"".join([ZLIB_HEADER, *pieces, struct.pack(">I", adler)])
 

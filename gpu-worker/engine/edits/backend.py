@@ -7,15 +7,14 @@ CPU, where the transfer would cost more than the maths.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
 
 from engine.edits import colour, kernels
+from engine.threads import cpu_pool
 
 GPU_MIN_PIXELS = 250_000
 
@@ -57,13 +56,9 @@ class NumpyBackend:
         def fill(part: slice) -> None:
             out[part] = run(part)
 
-        list(_pool().map(fill, parts))
+        list(cpu_pool().map(fill, parts))
         return out
 
-
-@lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="edit")
 
 
 class TorchBackend:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from engine.edits.colour import to_linear, to_srgb255
+from engine.threads import cpu_pool
 
 
 def edge_band_px(shape: tuple[int, ...]) -> int:
@@ -203,9 +204,25 @@ def composite(out: np.ndarray, window: Window, alpha: np.ndarray, edited: np.nda
     """
     view = out[window.slices]
     touched = alpha > 0
-    base = view[touched].astype(np.float32)
-    weight = alpha[touched][:, None]
-    view[touched] = np.clip(base + (edited - base) * weight + 0.5, 0, 255).astype(np.uint8)
+    # Bands of rows on the thread pool; ``edited`` is in row-major order, so a band's rows own
+    # the run of it between the touched counts before and after them.
+    ends = np.cumsum(np.count_nonzero(touched, axis=1))
+    rows = max(1, COMPOSITE_PIXELS * touched.shape[0] // max(1, int(ends[-1]) if len(ends) else 1))
+
+    def band(top: int) -> None:
+        bottom = min(top + rows, touched.shape[0])
+        first, last = (int(ends[top - 1]) if top else 0), int(ends[bottom - 1])
+        if first == last:
+            return
+        mask, part = touched[top:bottom], view[top:bottom]
+        base = part[mask].astype(np.float32)
+        weight = alpha[top:bottom][mask][:, None]
+        part[mask] = np.clip(base + (edited[first:last] - base) * weight + 0.5, 0, 255).astype(np.uint8)
+
+    list(cpu_pool().map(band, range(0, touched.shape[0], rows)))
+
+
+COMPOSITE_PIXELS = 1 << 19  # touched pixels per band, on average
 
 
 def foreground_colour(lin: np.ndarray, core: np.ndarray, fallback: np.ndarray, radius: int) -> np.ndarray:
