@@ -18,7 +18,8 @@ server and loopback receiver, which live in this parent process:
 
 ``--model simulated`` swaps SAM3 for a stand-in device that sleeps ``--device-ms`` per photo (no
 host CPU, like a GPU kernel) and finds nothing (as full-size random weights do at the presets'
-thresholds). It asks whether the pipeline keeps a device of a given speed busy on this host, the
+thresholds). Like SAM3 it spends part of that (``--device-shared``, default half) on passes
+shared by the batch, then hands over each photo's masks in turn. It asks whether the pipeline keeps a device of a given speed busy on this host, the
 issue's "the GPU never waits for I/O", on a machine without a GPU. 156 ms is the H100's measured
 model-only time per 12 MP photo (``e2e_full_nvidia-h100-80gb-hbm3.md``: 6.40 photos/s).
 """
@@ -97,7 +98,8 @@ def run_child(variant: str, args: argparse.Namespace, endpoint: str, receiver_ur
               photos_dir: Path, count: int) -> dict:
     cmd = [sys.executable, __file__, "--child", variant, "--endpoint", endpoint, "--receiver", receiver_url,
            "--checkpoint", checkpoint, "--photos", str(count), "--in-flight", str(args.in_flight),
-           "--photos-dir", str(photos_dir), "--model", args.model, "--device-ms", str(args.device_ms)]
+           "--photos-dir", str(photos_dir), "--model", args.model, "--device-ms", str(args.device_ms),
+           "--device-shared", str(args.device_shared)]
     if args.keep_top:
         cmd += ["--keep-top", str(args.keep_top)]
     env = {**MALLOC_ENV, **os.environ, "LOG_LEVEL": "warning"}
@@ -114,6 +116,9 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--model", choices=["tiny", "full", "simulated"], default="tiny")
     parser.add_argument("--device-ms", type=float, default=156.0, help="--model simulated: device time per photo")
+    parser.add_argument("--device-shared", type=float, default=0.5,
+                        help="--model simulated: share of it spent in passes shared by the batch, before any photo's "
+                             "masks are ready (the rest is per photo, handed over one at a time)")
     parser.add_argument("--variants", default="model,pipeline,naive")
     parser.add_argument("--keep-top", type=int, default=None,
                         help="every prompt keeps its N best detections (threshold 0): random weights then "
@@ -281,7 +286,7 @@ def load_segmenter(args: argparse.Namespace, settings):
     from engine.sam3 import Sam3Segmenter, device_name, load_sam3_segmenter, pick_device
 
     if args.checkpoint == "simulated":
-        return SimulatedDevice(args.device_ms / 1000)
+        return SimulatedDevice(args.device_ms / 1000, args.device_shared)
     if args.checkpoint != "full-random":
         segmenter = load_sam3_segmenter(settings)
     else:
@@ -307,15 +312,20 @@ class SimulatedDevice:
     """A segmenter that costs a device's time and no host CPU: each call sleeps ``seconds`` per
     photo (releasing the GIL, as a CUDA wait does) and finds nothing."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.device_label = f"simulated device, {seconds * 1000:g} ms a photo"
+    def __init__(self, seconds: float, shared: float) -> None:
+        self.seconds, self.shared = seconds, shared
+        self.device_label = f"simulated device, {seconds * 1000:g} ms a photo ({shared:.0%} of it batch-wide)"
 
     def segment(self, requests, concepts):
+        return list(self.segment_each(requests, concepts))
+
+    def segment_each(self, requests, concepts):
         from engine.segmenter import ConceptMasks
 
-        time.sleep(self.seconds * len(requests))
-        return [{c.name: ConceptMasks(c.name, np.zeros(r.image.shape[:2], bool)) for c in concepts} for r in requests]
+        time.sleep(self.seconds * self.shared * len(requests))  # the batch's vision and prompt passes
+        for r in requests:  # then, as SAM3 does, one photo's masks at a time (refinement, transfer)
+            time.sleep(self.seconds * (1 - self.shared))
+            yield {c.name: ConceptMasks(c.name, np.zeros(r.image.shape[:2], bool)) for c in concepts}
 
 
 class KeepTop:
@@ -326,9 +336,12 @@ class KeepTop:
         self.inner, self.device, self.device_label = inner, inner.device, inner.device_label
 
     def segment(self, requests, concepts):
+        return list(self.segment_each(requests, concepts))
+
+    def segment_each(self, requests, concepts):
         from dataclasses import replace
 
-        return self.inner.segment(requests, [replace(c, threshold=0.0) for c in concepts])
+        return self.inner.segment_each(requests, [replace(c, threshold=0.0) for c in concepts])
 
 
 def prompts_of():

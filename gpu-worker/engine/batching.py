@@ -2,8 +2,10 @@
 
 Requests that arrive while the device is busy wait in a queue; when it frees up, up to
 ``max_batch`` of them with the same concepts go in one ``Segmenter.segment`` call. Nothing
-waits on a timer: a lone photo is segmented at once. When a batch runs out of GPU memory it
-is retried one photo at a time, so only a photo that fails alone is reported
+waits on a timer: a lone photo is segmented at once. A segmenter with ``segment_each`` hands
+over each photo's masks as soon as they are ready, and its photo moves on (edits, encoding)
+while the rest of the batch finishes. When a batch runs out of GPU memory the photos it had
+not finished are retried one at a time, so only a photo that fails alone is reported
 ``GPU_OUT_OF_MEMORY``.
 """
 
@@ -14,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.errors import GpuOutOfMemory
+from engine.errors import GpuOutOfMemory, SegmentationError
 from engine.segmenter import Segmentation, SegmentRequest, Segmenter
 from presets import Concept
 
@@ -55,32 +57,44 @@ class SegmentBatcher:
             batch = self._next_batch()
             self.batch_sizes.append(len(batch))
             try:
-                results = await self._run(batch)
+                await self._run(batch)
             except GpuOutOfMemory:
+                unfinished = [p for p in batch if not p.future.done()]
                 if len(batch) == 1:
                     raise_into(batch, GpuOutOfMemory("the photo does not fit in GPU memory"))
                     continue
-                log.warning("segment.batch_oom_retry_single", extra={"batch": len(batch)})
-                for one in batch:
+                log.warning("segment.batch_oom_retry_single", extra={"batch": len(batch), "unfinished": len(unfinished)})
+                for one in unfinished:
                     try:
-                        self._resolve([one], await self._run([one]))
+                        await self._run([one])
                     except Exception as exc:  # noqa: BLE001 - handed to the item that waits
                         raise_into([one], exc)
                 continue
             except Exception as exc:  # noqa: BLE001 - handed to every item that waits
                 raise_into(batch, exc)
-                continue
-            self._resolve(batch, results)
 
-    async def _run(self, batch: list[_Pending]) -> list[Segmentation]:
+    async def _run(self, batch: list[_Pending]) -> None:
+        """Segment ``batch`` in a worker thread, resolving each photo's future as its masks arrive."""
+        loop = asyncio.get_running_loop()
         requests = [p.request for p in batch]
-        return await asyncio.to_thread(self.segmenter.segment, requests, batch[0].concepts)
+        concepts = batch[0].concepts
 
-    @staticmethod
-    def _resolve(batch: list[_Pending], results: list[Segmentation]) -> None:
-        for pending, result in zip(batch, results, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(result)
+        def work() -> None:
+            each = getattr(self.segmenter, "segment_each", None)
+            results = each(requests, concepts) if each else iter(self.segmenter.segment(requests, concepts))
+            handed = 0
+            for pending, result in zip(batch, results):
+                loop.call_soon_threadsafe(_set_result, pending.future, result)
+                handed += 1
+            if handed != len(batch):
+                raise SegmentationError(f"the segmenter returned {handed} results for {len(batch)} photos")
+
+        await asyncio.to_thread(work)
+
+
+def _set_result(future: asyncio.Future[Segmentation], result: Segmentation) -> None:
+    if not future.done():
+        future.set_result(result)
 
 
 def raise_into(batch: list[_Pending], exc: BaseException) -> None:

@@ -33,7 +33,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,13 +219,18 @@ class Sam3Segmenter:
 
     # The Segmenter protocol.
     def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]:
-        if not requests:
-            return []
+        return list(self.segment_each(requests, concepts))
+
+    def segment_each(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> Iterator[Segmentation]:
+        """Each photo's masks, in order, as soon as they are ready: the vision and prompt passes
+        run once for the batch, then each photo's masks are refined and handed over in turn, so
+        the caller can edit and encode the first photo while the device refines the next."""
         if not concepts:
-            return [{} for _ in requests]
+            yield from ({} for _ in requests)
+            return
         with self._lock:
             try:
-                return self._segment(requests, concepts)
+                yield from self._segment(requests, concepts)
             except torch.cuda.OutOfMemoryError as exc:
                 torch.cuda.empty_cache()
                 raise GpuOutOfMemory("the photos do not fit in GPU memory") from exc
@@ -240,15 +245,16 @@ class Sam3Segmenter:
         self.segment([SegmentRequest(image, "warmup")], [Concept("warmup", "object", 0.0, True)])
         return time.perf_counter() - started
 
-    @torch.inference_mode()
-    def _segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]:
+    def _segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> Iterator[Segmentation]:
         prompts = list(dict.fromkeys(c.prompt for c in concepts))
-        results: list[Segmentation] = []
         for group in self._photo_groups(requests, len(prompts)):
-            images = [self._upload(r.image) for r in group]
-            for image, detections in zip(images, self.detect(images, prompts)):
-                results.append(self._masks(image, detections, concepts, prompts))
-        return results
+            with torch.inference_mode():
+                images = [self._upload(r.image) for r in group]
+                detections = self.detect(images, prompts)
+            for image, found in zip(images, detections):
+                with torch.inference_mode():
+                    masks = self._masks(image, found, concepts, prompts)
+                yield masks
 
     def _photo_groups(self, requests: Sequence[SegmentRequest], prompt_count: int) -> list[Sequence[SegmentRequest]]:
         per_pass = max(1, min(self.max_photos_per_pass, self.max_rows_per_pass // prompt_count))
