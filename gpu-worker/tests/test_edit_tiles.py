@@ -8,7 +8,8 @@ import pytest
 
 from engine.applier import Edit, apply_edits
 from engine.edits import blend
-from engine.edits.blend import soft_matte
+from engine.edits.blend import edge_foreground, foreground_colour, soft_matte
+from engine.edits.colour import to_linear
 from engine.edits.recolor import material_pattern
 from engine.rules import Recolor
 
@@ -24,15 +25,19 @@ def photo_and_scattered_region(height=1100, width=1500, seed=0):
     return rgb, region
 
 
-@pytest.mark.parametrize("band", [4, 7])  # subsampling steps 2 and 3
-def test_the_tiled_matte_matches_one_run_over_the_whole_window(monkeypatch, band):
-    rgb, region = photo_and_scattered_region(1104, 1506)  # sides: multiples of both steps
+@pytest.mark.parametrize("band", [4, 7])  # matte subsampling 2 and 3, surface colour step 3 and 5
+def test_tiled_filters_match_one_run_over_the_whole_window(monkeypatch, band):
+    rgb, region = photo_and_scattered_region(1110, 1500)  # sides: multiples of every step
     protect = np.zeros_like(region)
     protect[:, :40] = True
     tiled = soft_matte(rgb, region, protect, band=band)
-    monkeypatch.setattr(blend, "MATTE_TILE", 10**6)  # one tile: the whole window at once
+    soft = (tiled > 0) & (tiled < 1)
+    tiled_surface = edge_foreground(rgb, tiled, region, band)
+    monkeypatch.setattr(blend, "TILE", 10**6)  # one tile: the whole window at once
     whole = soft_matte(rgb, region, protect, band=band)
     assert np.array_equal(tiled, whole)
+    whole_surface = foreground_colour(to_linear(rgb), region & (whole >= 1), region, 2 * band + 1)
+    assert np.array_equal(tiled_surface[soft], whole_surface[soft])
 
 
 def test_material_is_evaluated_only_where_asked_with_the_same_values():

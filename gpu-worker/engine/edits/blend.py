@@ -14,7 +14,7 @@ Three hard rules bound it:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -163,34 +163,49 @@ def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, 
     return alpha
 
 
-MATTE_TILE = 512  # px; the guided filter runs on the tiles a region's border crosses
+TILE = 512  # px; filters whose result is needed near a region's border run tile by tile
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile of a window (``out``), the part read to compute it (``src``: the tile and a margin
+    wider than the filter's reach) and where the tile lies within that part (``inner``)."""
+
+    out: tuple[slice, slice]
+    src: tuple[slice, slice]
+    inner: tuple[slice, slice]
+
+
+def tiles_where(needed: np.ndarray, step: int, margin: int) -> Iterator[Tile]:
+    """The tiles of the window holding ``needed`` pixels. Tile sides and margins are multiples of
+    ``step`` (a filter's subsampling), so each tile samples the grid the whole window would: a
+    filter run per tile gives the values of one run over the window wherever the window's sides
+    are multiples of ``step`` too."""
+    h, w = needed.shape
+    size = max(step, TILE - TILE % step)
+    margin = -(-margin // step) * step
+    for y0 in range(0, h, size):
+        for x0 in range(0, w, size):
+            y1, x1 = min(h, y0 + size), min(w, x0 + size)
+            if needed[y0:y1, x0:x1].any():
+                ey0, ex0 = max(0, y0 - margin), max(0, x0 - margin)
+                ey1, ex1 = min(h, y1 + margin), min(w, x1 + margin)
+                yield Tile((slice(y0, y1), slice(x0, x1)), (slice(ey0, ey1), slice(ex0, ex1)),
+                           (slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0)))
 
 
 def _guided_where(rgb: np.ndarray, region: np.ndarray, needed: np.ndarray, *, radius: int, eps: float,
                   subsample: int) -> tuple[np.ndarray, np.ndarray]:
-    """``guided_filter`` of the region mask, computed on the tiles that hold ``needed`` pixels
-    (each with a margin wider than the filter's reach, so their values match a whole-window run
-    where the window's sides are multiples of the subsampling step); zeros elsewhere. A region scattered over a large window, or a
-    large region, has its border in a small share of the window."""
-    h, w = needed.shape
-    matte = np.zeros((h, w), np.float32)
-    contrast = np.zeros((h, w), np.float32)
-    # Tiles and margins are whole multiples of the subsampling step, so every tile samples the
-    # same grid as the whole window would.
-    margin = (2 * max(1, radius // subsample) + 4) * subsample
-    tile = max(subsample, MATTE_TILE - MATTE_TILE % subsample)
+    """``guided_filter`` of the region mask on the tiles that hold ``needed`` pixels; zeros
+    elsewhere. A region scattered over a large window, or a large region, has its border in a
+    small share of the window."""
+    matte = np.zeros(needed.shape, np.float32)
+    contrast = np.zeros(needed.shape, np.float32)
     src = region.astype(np.float32)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
-            if not needed[y0:y1, x0:x1].any():
-                continue
-            ey0, ex0, ey1, ex1 = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
-            tile_matte, tile_contrast = guided_filter(rgb[ey0:ey1, ex0:ex1], src[ey0:ey1, ex0:ex1], radius, eps,
-                                                      subsample)
-            inner = slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0)
-            matte[y0:y1, x0:x1] = tile_matte[inner]
-            contrast[y0:y1, x0:x1] = tile_contrast[inner]
+    for tile in tiles_where(needed, subsample, (2 * max(1, radius // subsample) + 4) * subsample):
+        tile_matte, tile_contrast = guided_filter(rgb[tile.src], src[tile.src], radius, eps, subsample)
+        matte[tile.out] = tile_matte[tile.inner]
+        contrast[tile.out] = tile_contrast[tile.inner]
     return matte, contrast
 
 
@@ -284,5 +299,13 @@ def pixelwise(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
 
 
 def edge_foreground(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int) -> np.ndarray:
-    """The local surface colour (linear) around each pixel of the window, for soft-edge pixels."""
-    return foreground_colour(to_linear(rgb), region & (alpha >= 1.0), region, 2 * band + 1)
+    """The local surface colour (linear) at the window's soft-edge pixels (0 < alpha < 1), tile
+    by tile around them; zeros elsewhere (never read: fully weighted pixels take the plain edit)."""
+    radius = 2 * band + 1
+    step = max(1, radius // 3)
+    core = region & (alpha >= 1.0)
+    out = np.zeros((*region.shape, 3), np.float32)
+    for tile in tiles_where((alpha > 0) & (alpha < 1), step, (max(1, radius // step) + 3) * step):
+        found = foreground_colour(to_linear(rgb[tile.src]), core[tile.src], region[tile.src], radius)
+        out[tile.out] = found[tile.inner]
+    return out
