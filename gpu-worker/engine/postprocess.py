@@ -107,7 +107,11 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int, jpeg_device: st
     if source_mode not in ("RGB", "RGBA", "P", "PA"):
         icc = None
     rgb, alpha = _fit(rgb, alpha, max_side)
-    return DecodedImage(np.asarray(rgb), None if alpha is None else np.asarray(alpha), icc)
+    # Writable: the segmenter hands it to torch as is; a read-only array it would have to copy
+    # while holding the device, here the copy runs in the decoding thread.
+    pixels = np.asarray(rgb)
+    return DecodedImage(pixels if pixels.flags.writeable else pixels.copy(),
+                        None if alpha is None else np.asarray(alpha), icc)
 
 
 def _decode_jpeg_on(device: str, data: bytes, img: Image.Image, max_side: int) -> np.ndarray | None:

@@ -89,3 +89,9 @@ def test_gpu_decode_is_off_without_cuda_or_when_disabled():
     import torch
 
     assert gpu_jpeg_device(True) == ("cuda" if torch.cuda.is_available() else None)
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_decoded_pixels_are_writable_so_the_segmenter_need_not_copy_them(device):
+    decoded = decode_image(jpeg(), jpeg_device=device, max_pixels=10**8, max_side=4096)
+    assert decoded.rgb.flags.writeable and decoded.rgb.flags.c_contiguous
