@@ -15,6 +15,9 @@ How a ``segment`` call runs, for B photos and the job's concepts (K distinct pro
    by the photo (``refine_masks``), so mask edges follow image edges instead of SAM3's coarse
    mask grid; unions, boxes and areas are computed there too, and each photo's masks come back
    to the host in one transfer.
+5. Hand-over: each photo's masks are handed over as soon as they are assembled
+   (``segment_each``); on a GPU the host assembles one photo's masks while the device refines
+   the next one's.
 
 Multi-instance concepts list every instance (id by descending score; instances whose mask
 comes out empty are dropped). A single-instance concept has at most one instance, id 0: its
@@ -214,6 +217,7 @@ class Sam3Segmenter:
         self.max_photos_per_pass = max_photos_per_pass
         self.max_instances = max_instances
         self.refine_side = refine_side
+        self.overlap_host_work = device.type == "cuda"
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
 
@@ -251,10 +255,22 @@ class Sam3Segmenter:
             with torch.inference_mode():
                 images = [self._upload(r.image) for r in group]
                 detections = self.detect(images, prompts)
+            # On a GPU, pipelined: the host assembles one photo's masks (counting, packing) while
+            # the device refines the next one's, instead of the device waiting for the host. On
+            # the CPU there is nothing to overlap, only a second photo's masks to hold.
+            previous: _OnHost | None = None
             for image, found in zip(images, detections):
                 with torch.inference_mode():
-                    masks = self._masks(image, found, concepts, prompts)
-                yield masks
+                    current = self._launch_masks(image, found, concepts, prompts)
+                if previous is not None:
+                    yield previous.assemble()
+                with torch.inference_mode():
+                    previous = current.to_host()
+                if not self.overlap_host_work:
+                    yield previous.assemble()
+                    previous = None
+            if previous is not None:
+                yield previous.assemble()
 
     def _photo_groups(self, requests: Sequence[SegmentRequest], prompt_count: int) -> list[Sequence[SegmentRequest]]:
         per_pass = max(1, min(self.max_photos_per_pass, self.max_rows_per_pass // prompt_count))
@@ -307,9 +323,10 @@ class Sam3Segmenter:
 
     # -- post-processing ------------------------------------------------------------------------
 
-    def _masks(
+    def _launch_masks(
         self, image: torch.Tensor, detections: Detections, concepts: Sequence[Concept], prompts: list[str]
-    ) -> Segmentation:
+    ) -> _OnDevice:
+        """Queue the photo's mask refinement on the device (asynchronous on a GPU)."""
         kept = self._keep(detections, concepts, prompts)
         refined = refine_masks(torch.cat([k.logits for k in kept]), luma(image), work_side=self.refine_side)
         # One stack for the photo: per concept its union, then (multi-instance) its instances.
@@ -319,11 +336,7 @@ class Sam3Segmenter:
             if k.concept.multi_instance:
                 stack.extend(rows)
         masks = torch.stack(stack)
-        boxes = [(x0, y0, x1, y1) for x0, y0, x1, y1 in mask_boxes(masks).cpu().tolist()]
-        host = masks.cpu().numpy()
-        # Counted on the host: torch's sum of a bool tensor first copies it to int64 (8x its size).
-        areas = [int(np.count_nonzero(mask)) for mask in host]
-        return _assemble(kept, host, boxes, areas)
+        return _OnDevice(kept, masks, mask_boxes(masks))
 
     def _keep(self, detections: Detections, concepts: Sequence[Concept], prompts: list[str]) -> list[_Kept]:
         """Per concept: the detections of its prompt scoring above its threshold, best first."""
@@ -340,6 +353,32 @@ class Sam3Segmenter:
                 scores, logits = scores[:1], logits.amax(0, keepdim=True)
             kept.append(_Kept(concept, scores, logits))
         return kept
+
+
+@dataclass
+class _OnDevice:
+    """A photo's refined masks, still on the device: per concept its union, then its instances."""
+
+    kept: list[_Kept]
+    masks: torch.Tensor  # (rows, H, W) bool
+    boxes: torch.Tensor  # (rows, 4)
+
+    def to_host(self) -> _OnHost:
+        """Waits for the device, then one transfer of the masks."""
+        boxes = [(x0, y0, x1, y1) for x0, y0, x1, y1 in self.boxes.cpu().tolist()]
+        return _OnHost(self.kept, self.masks.cpu().numpy(), boxes)
+
+
+@dataclass
+class _OnHost:
+    kept: list[_Kept]
+    masks: np.ndarray
+    boxes: list[tuple[int, int, int, int]]
+
+    def assemble(self) -> Segmentation:
+        # Counted on the host: torch's sum of a bool tensor first copies it to int64 (8x its size).
+        areas = [int(np.count_nonzero(mask)) for mask in self.masks]
+        return _assemble(self.kept, self.masks, self.boxes, areas)
 
 
 def _assemble(

@@ -229,6 +229,22 @@ def test_two_photos_in_one_call_equal_one_at_a_time(segmenter: Sam3Segmenter) ->
                 assert np.mean(i.mask != j.mask) < 1e-3
 
 
+def test_pipelined_host_assembly_gives_the_same_masks_in_the_same_order(
+    segmenter: Sam3Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU each photo is assembled on the host while the next one refines on the device;
+    forced on here, the results are those of the one-photo-at-a-time order."""
+    images = [photo(80, 120, seed=s) for s in (7, 8, 9)]
+    plain = segmenter.segment(requests_of(*images), SIX)
+    monkeypatch.setattr(segmenter, "overlap_host_work", True)
+    handed = list(segmenter.segment_each(requests_of(*images), SIX))
+    assert len(handed) == 3
+    for got, want in zip(handed, plain):
+        for name in want:
+            assert np.array_equal(got[name].union, want[name].union)
+            assert [i.bbox for i in got[name].instances] == [i.bbox for i in want[name].instances]
+
+
 # -- speed structure ---------------------------------------------------------------------------
 
 
