@@ -33,7 +33,6 @@ def chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
-
 def write_png(pixels: np.ndarray, *, icc_profile: bytes | None = None, level: int = 1,
               threads: int | None = None) -> bytes:
     """uint8 H x W (grey) or H x W x C (C = 1-4: grey, grey+alpha, RGB, RGBA) -> PNG bytes.
