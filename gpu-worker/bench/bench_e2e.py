@@ -196,6 +196,9 @@ def report(args: argparse.Namespace, results: dict) -> None:
     if "model" in results and "pipeline" in results:
         share = results["pipeline"]["photos_per_s"] / results["model"]["photos_per_s"]
         lines += ["", f"Pipeline throughput is {share:.0%} of model-only throughput."]
+    if "device_busy" in results.get("pipeline", {}):
+        lines += ["", f"The segmenter was at work {results['pipeline']['device_busy']:.0%} of the pipeline's wall time "
+                      "(its calls, start to last photo handed over)."]
     if "coverage" in results.get("model", {}):
         lines += ["", "Share of the frame each concept's mask covered (mean over photos; random weights "
                       "decide this, and with it how much the edits cost): "
@@ -372,12 +375,33 @@ def bench_model_only(segmenter, args) -> dict:
 async def bench_pipeline(segmenter, settings, args) -> dict:
     from engine.wiring import build_pipeline
 
-    pipeline = build_pipeline(settings, segmenter=segmenter)
+    timed = BusyClock(segmenter)
+    pipeline = build_pipeline(settings, segmenter=timed)
     started = time.perf_counter()
     result = await pipeline.run_job(job("job_pipeline", args.photos, args.receiver, args.in_flight))
     wall = time.perf_counter() - started
     assert result["status"] == "completed", result
-    return {"wall_s": wall, "photos_per_s": args.photos / wall, "stages": pipeline.stages.seconds}
+    return {"wall_s": wall, "photos_per_s": args.photos / wall, "stages": pipeline.stages.seconds,
+            "device_busy": timed.busy_s / wall}
+
+
+class BusyClock:
+    """The segmenter, timing its calls: the share of the job's wall time the device was at work
+    (a call runs from its start until its last photo is handed over)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.busy_s = inner, 0.0
+
+    def segment(self, requests, concepts):
+        return list(self.segment_each(requests, concepts))
+
+    def segment_each(self, requests, concepts):
+        started = time.perf_counter()
+        try:
+            each = getattr(self.inner, "segment_each", None)
+            yield from each(requests, concepts) if each else self.inner.segment(requests, concepts)
+        finally:
+            self.busy_s += time.perf_counter() - started
 
 
 def bench_naive(segmenter, settings, args) -> dict:
