@@ -363,6 +363,8 @@ class Pipeline:
                 instances = await asyncio.to_thread(decode_instances, data, size)
             except (ValueError, KeyError, TypeError) as exc:
                 raise MasksNotFound(f"stored instances file {key} is unreadable or for another size") from exc
+        if not needs_instances:  # no rule names instances and no instances file is written
+            return {c.name: ConceptMasks(c.name, mask) for c, mask in loaded}
         return {
             c.name: ConceptMasks(c.name, mask, instances.get(c.name) or instances_from_union(mask, c.multi_instance))
             for c, mask in loaded

@@ -237,12 +237,23 @@ def decode_mask(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
         return None
 
 
-def rle_encode(mask: np.ndarray) -> list[int]:
-    flat = mask.reshape(-1).astype(bool, copy=False)
+def rle_encode_box(crop: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> list[int]:
+    """Run lengths (the instances file's ``rle``) of a ``size`` (W, H) mask that is zero outside
+    ``box`` (x0, y0, x1, y1), from the box's part alone: the work follows the box, not the image."""
+    (x0, y0, _, _), (width, height) = box, size
+    rows, cols = crop.shape
+    padded = np.zeros((rows, cols + 2), bool)  # a zero on each side: runs never cross rows
+    padded[:, 1:-1] = crop
+    flat = padded.reshape(-1)
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], changes, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    return runs if flat.size == 0 or flat[0] == 0 else [0, *runs]
+    row, col = np.divmod(changes, cols + 2)
+    starts = (y0 + row) * width + x0 + col - 1
+    # A run of ones that ends a row and one that opens the next meet at the same index: one run.
+    joined = np.flatnonzero(starts[1:] == starts[:-1])
+    keep = np.ones(starts.size, bool)
+    keep[joined] = keep[joined + 1] = False
+    starts = starts[keep & (starts < width * height)]
+    return np.diff(np.concatenate(([0], starts, [width * height]))).tolist()
 
 
 def rle_decode(runs: list[int], width: int, height: int) -> np.ndarray:
@@ -257,7 +268,7 @@ def encode_instances(segmentation: Segmentation, size: tuple[int, int]) -> bytes
     concepts = {
         name: [
             {"id": inst.id, "score": round(float(inst.score), 4), "bbox": list(inst.bbox),
-             "area": inst.area, "rle": rle_encode(inst.mask)}
+             "area": inst.area, "rle": rle_encode_box(inst.crop, inst.bbox, size)}
             for inst in masks.instances
         ]
         for name, masks in segmentation.items()

@@ -44,6 +44,16 @@ class Instance:
             raise ValueError(f"instance {id}'s mask has pixels outside its box {self.bbox}")
         self._bits = np.packbits(crop, axis=1)
 
+    @classmethod
+    def from_crop(cls, id: int, score: float, bbox: tuple[int, int, int, int], crop: np.ndarray,
+                  shape: tuple[int, int]) -> Instance:
+        """An instance from the part of its mask inside ``bbox`` (bool, the box's size)."""
+        inst = cls.__new__(cls)
+        inst.id, inst.score, inst.bbox, inst.shape = id, score, tuple(int(v) for v in bbox), tuple(shape)
+        inst.area = int(np.count_nonzero(crop))
+        inst._bits = np.packbits(crop, axis=1)
+        return inst
+
     @property
     def crop(self) -> np.ndarray:
         return np.unpackbits(self._bits, axis=1, count=self.bbox[2] - self.bbox[0]).view(bool)
@@ -92,11 +102,13 @@ def instances_from_union(union: np.ndarray, multi_instance: bool, score: float =
         return []
     if not multi_instance:
         return [Instance(0, score, bbox_of(union), union)]
-    count, labels = cv2.connectedComponents(union.astype(np.uint8), connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(union, dtype=np.uint8), connectivity=8)
     instances = []
     for label in range(1, count):
-        mask = labels == label
-        instances.append(Instance(len(instances), score, bbox_of(mask), mask))
+        x0, y0, w, h = (int(v) for v in stats[label, :4])
+        # Each component compared within its own box: a speckled mask has thousands of them.
+        crop = labels[y0:y0 + h, x0:x0 + w] == label
+        instances.append(Instance.from_crop(len(instances), score, (x0, y0, x0 + w, y0 + h), crop, union.shape))
     return instances
 
 

@@ -64,3 +64,38 @@ async def test_apply_with_a_tampered_instances_file_fails_with_masks_not_found(t
     storage.path_of(key).write_text(json.dumps(doc))
     result = await pipeline.run_job(make_job(stage="apply", concepts=concepts, protect=[]))
     assert result["items"][0]["error_code"] == "MASKS_NOT_FOUND"
+
+
+def rle_reference(mask: np.ndarray) -> list[int]:
+    """The format's definition, over the whole image: alternating runs, zeros first."""
+    flat = mask.reshape(-1).astype(np.int8)
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return runs if flat[0] == 0 else [0, *runs]
+
+
+@settings(max_examples=120, deadline=None)
+@given(height=st.integers(1, 25), width=st.integers(1, 25), density=st.floats(0, 1), seed=st.integers(0, 2**32 - 1))
+def test_run_lengths_from_the_box_match_the_whole_image_definition(height, width, density, seed):
+    from engine.postprocess import rle_decode, rle_encode_box
+
+    mask = np.random.default_rng(seed).random((height, width)) < density
+    inst = Instance(0, 1.0, bbox_of(mask), mask)
+    runs = rle_encode_box(inst.crop, inst.bbox, (width, height))
+    assert runs == rle_reference(mask)
+    assert np.array_equal(rle_decode(runs, width, height), mask)
+
+
+def test_a_speckled_mask_splits_into_its_components_quickly_and_exactly():
+    import cv2
+
+    from engine.segmenter import instances_from_union
+
+    union = np.random.default_rng(4).random((1500, 2000)) < 0.003
+    union[100:400, 200:900] = True
+    instances = instances_from_union(union, multi_instance=True)
+    count, labels = cv2.connectedComponents(union.astype(np.uint8), connectivity=8)
+    assert len(instances) == count - 1 > 5000
+    assert sum(i.area for i in instances) == int(union.sum())
+    for inst in instances[::500]:
+        assert np.array_equal(inst.mask, labels == inst.id + 1) and inst.bbox == bbox_of(inst.mask)
