@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.errors import InputTooLarge, UnsupportedImage
 from engine.png import write_png
-from engine.segmenter import ConceptMasks, Instance, Segmentation, bbox_of
+from engine.segmenter import Instance, Segmentation
 
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "HEIF"}
 
@@ -263,6 +263,31 @@ def rle_decode(runs: list[int], width: int, height: int) -> np.ndarray:
     return np.repeat(values, runs).reshape(height, width)
 
 
+def rle_decode_box(runs: list[int], box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """The part inside ``box`` (x0, y0, x1, y1) of the ``size`` (W, H) mask ``runs`` encode, working
+    on the box's rows only. ValueError when the runs do not cover the image exactly or set a
+    pixel outside the box."""
+    (x0, y0, x1, y1), (width, height) = box, size
+    if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
+        raise ValueError(f"box {box} is not inside a {width}x{height} image")
+    lengths = np.asarray(runs, np.int64)
+    if lengths.ndim != 1 or (lengths < 0).any() or int(lengths.sum()) != width * height:
+        raise ValueError("run lengths do not cover the image")
+    ends = np.cumsum(lengths)
+    begin, end = (ends - lengths)[1::2], ends[1::2]  # the runs of ones
+    begin, end = begin[end > begin], end[end > begin]
+    first, last = y0 * width, y1 * width
+    if (begin < first).any() or (end > last).any():
+        raise ValueError(f"the mask has pixels outside its box {box}")
+    edges = np.zeros(last - first + 1, np.int32)
+    np.add.at(edges, begin - first, 1)
+    np.add.at(edges, end - first, -1)
+    crop = (np.cumsum(edges[:-1]) > 0).reshape(y1 - y0, width)[:, x0:x1]
+    if int(np.count_nonzero(crop)) != int((end - begin).sum()):
+        raise ValueError(f"the mask has pixels outside its box {box}")
+    return crop
+
+
 def encode_instances(segmentation: Segmentation, size: tuple[int, int]) -> bytes:
     width, height = size
     concepts = {
@@ -283,12 +308,9 @@ def decode_instances(data: bytes, size: tuple[int, int]) -> dict[str, list[Insta
         raise ValueError("instances file is for another image size")
     return {
         name: [
-            Instance(int(e["id"]), float(e["score"]), tuple(e["bbox"]), rle_decode(e["rle"], width, height))
+            Instance.from_crop(int(e["id"]), float(e["score"]), tuple(e["bbox"]),
+                               rle_decode_box(e["rle"], tuple(e["bbox"]), size), (height, width))
             for e in entries
         ]
         for name, entries in doc["concepts"].items()
     }
-
-
-def concept_masks_from_union(name: str, union: np.ndarray) -> ConceptMasks:
-    return ConceptMasks(name, union, [Instance(0, 1.0, bbox_of(union), union)] if union.any() else [])

@@ -99,3 +99,29 @@ def test_a_speckled_mask_splits_into_its_components_quickly_and_exactly():
     assert sum(i.area for i in instances) == int(union.sum())
     for inst in instances[::500]:
         assert np.array_equal(inst.mask, labels == inst.id + 1) and inst.bbox == bbox_of(inst.mask)
+
+
+def test_many_instances_round_trip_through_the_file_box_by_box():
+    from engine.segmenter import instances_from_union
+
+    union = np.random.default_rng(5).random((300, 400)) < 0.01
+    union[:, -3:] = True  # runs that wrap from one row's end to the next row's start
+    instances = instances_from_union(union, multi_instance=True)
+    data = encode_instances({"Grout": ConceptMasks("Grout", union, instances)}, (400, 300))
+    back = decode_instances(data, (400, 300))["Grout"]
+    assert len(back) == len(instances) > 100
+    for a, b in zip(instances, back):
+        assert a.bbox == b.bbox and a.area == b.area and np.array_equal(a.crop, b.crop)
+
+
+@pytest.mark.parametrize("entry", [
+    {"bbox": [0, 0, 2, 2], "rle": [0, 5, 95]},         # ones beyond the box's rows
+    {"bbox": [0, 0, 2, 1], "rle": [3, 2, 95]},         # ones beyond the box's columns
+    {"bbox": [0, 0, 10, 10], "rle": [10, 10]},          # runs that do not cover the image
+    {"bbox": [0, 0, 11, 10], "rle": [100]},             # a box outside the image
+    {"bbox": [0, 0, 10, 10], "rle": [50, -10, 60]},     # a negative run
+])
+def test_malformed_instances_are_refused(entry):
+    doc = {"width": 10, "height": 10, "concepts": {"Door": [{"id": 0, "score": 0.5, "area": 1, **entry}]}}
+    with pytest.raises(ValueError):
+        decode_instances(json.dumps(doc).encode(), (10, 10))
