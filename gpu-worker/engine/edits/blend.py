@@ -222,7 +222,7 @@ def composite(out: np.ndarray, window: Window, alpha: np.ndarray, edited: np.nda
     # Bands of rows on the thread pool; ``edited`` is in row-major order, so a band's rows own
     # the run of it between the touched counts before and after them.
     ends = np.cumsum(np.count_nonzero(touched, axis=1))
-    rows = max(1, COMPOSITE_PIXELS * touched.shape[0] // max(1, int(ends[-1]) if len(ends) else 1))
+    rows = max(1, touched.shape[0] * COMPOSITE_PIXELS // max(1, int(ends[-1])))
 
     def band(top: int) -> None:
         bottom = min(top + rows, touched.shape[0])
