@@ -83,9 +83,12 @@ class SegmentBatcher:
             each = getattr(self.segmenter, "segment_each", None)
             results = each(requests, concepts) if each else iter(self.segmenter.segment(requests, concepts))
             handed = 0
-            for pending, result in zip(batch, results):
-                loop.call_soon_threadsafe(_set_result, pending.future, result)
-                handed += 1
+            try:
+                for pending, result in zip(batch, results):
+                    loop.call_soon_threadsafe(_set_result, pending.future, result)
+                    handed += 1
+            finally:  # a generator left suspended would hold the segmenter's lock until collected
+                getattr(results, "close", lambda: None)()
             if handed != len(batch):
                 raise SegmentationError(f"the segmenter returned {handed} results for {len(batch)} photos")
 
