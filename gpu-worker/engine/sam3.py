@@ -376,29 +376,33 @@ class _OnHost:
     boxes: list[tuple[int, int, int, int]]
 
     def assemble(self) -> Segmentation:
-        # Counted on the host: torch's sum of a bool tensor first copies it to int64 (8x its size).
-        areas = [int(np.count_nonzero(mask)) for mask in self.masks]
-        return _assemble(self.kept, self.masks, self.boxes, areas)
+        """Host-side ``ConceptMasks`` from the photo's stack (each union, then its instances).
+        Instances whose refined mask came out empty (an empty box) are dropped; ids count the
+        ones listed. Each instance keeps only its box's part of the mask."""
+        masks, boxes = self.masks, self.boxes
+        result: Segmentation = {}
+        at = 0
+        for k in self.kept:
+            union_at, at = at, at + 1
+            if k.concept.multi_instance:
+                rows = [(at + i, score) for i, score in enumerate(k.scores) if _box_holds_pixels(boxes[at + i])]
+                at += len(k.scores)
+            else:
+                rows = [(union_at, k.scores[0])] if _box_holds_pixels(boxes[union_at]) else []
+            instances = [Instance.from_crop(i, score, boxes[r], _in_box(masks[r], boxes[r]), masks.shape[1:])
+                         for i, (r, score) in enumerate(rows)]
+            # A copy: a view would keep the photo's whole stack of masks alive.
+            result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at].copy(), instances)
+        return result
 
 
-def _assemble(
-    kept: list[_Kept], masks: np.ndarray, boxes: list[tuple[int, int, int, int]], areas: list[int]
-) -> Segmentation:
-    """Host-side ``ConceptMasks`` from the photo's stack (each union, then its instances).
-    Instances whose refined mask came out empty are dropped; ids count the ones listed."""
-    result: Segmentation = {}
-    at = 0
-    for k in kept:
-        union_at, at = at, at + 1
-        if k.concept.multi_instance:
-            rows = [(at + i, score) for i, score in enumerate(k.scores) if areas[at + i] > 0]
-            at += len(k.scores)
-        else:
-            rows = [(union_at, k.scores[0])] if areas[union_at] > 0 else []
-        instances = [Instance(i, score, boxes[r], masks[r]) for i, (r, score) in enumerate(rows)]
-        # A copy: a view would keep the photo's whole stack of masks alive (instances pack theirs).
-        result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at].copy(), instances)
-    return result
+def _box_holds_pixels(box: tuple[int, int, int, int]) -> bool:
+    return box[2] > box[0]  # mask_boxes gives an empty mask the box (0, 0, 0, 0)
+
+
+def _in_box(mask: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return mask[y0:y1, x0:x1]
 
 
 def _repeat_vision(vision: Sam3VisionEncoderOutput, times: int) -> Sam3VisionEncoderOutput:

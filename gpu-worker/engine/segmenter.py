@@ -35,24 +35,28 @@ class Instance:
     __slots__ = ("id", "score", "bbox", "area", "shape", "_bits")
 
     def __init__(self, id: int, score: float, bbox: tuple[int, int, int, int], mask: np.ndarray) -> None:
-        self.id, self.score = id, score
-        self.bbox = x0, y0, x1, y1 = tuple(int(v) for v in bbox)
-        self.shape: tuple[int, int] = mask.shape
+        """From a full-size mask, which must be empty outside ``bbox`` (ValueError otherwise)."""
+        x0, y0, x1, y1 = (int(v) for v in bbox)
         crop = mask[y0:y1, x0:x1]
-        self.area = int(np.count_nonzero(crop))
+        self._store(id, score, (x0, y0, x1, y1), crop, mask.shape)
         if self.area != np.count_nonzero(mask):
             raise ValueError(f"instance {id}'s mask has pixels outside its box {self.bbox}")
-        self._bits = np.packbits(crop, axis=1)
 
     @classmethod
     def from_crop(cls, id: int, score: float, bbox: tuple[int, int, int, int], crop: np.ndarray,
                   shape: tuple[int, int]) -> Instance:
-        """An instance from the part of its mask inside ``bbox`` (bool, the box's size)."""
+        """From the part of its mask inside ``bbox`` (bool, the box's size) in an image of ``shape``."""
         inst = cls.__new__(cls)
-        inst.id, inst.score, inst.bbox, inst.shape = id, score, tuple(int(v) for v in bbox), tuple(shape)
-        inst.area = int(np.count_nonzero(crop))
-        inst._bits = np.packbits(crop, axis=1)
+        inst._store(id, score, bbox, crop, shape)
         return inst
+
+    def _store(self, id: int, score: float, bbox: tuple[int, int, int, int], crop: np.ndarray,
+               shape: tuple[int, ...]) -> None:
+        self.id, self.score = id, score
+        self.bbox = tuple(int(v) for v in bbox)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.area = int(np.count_nonzero(crop))
+        self._bits = np.packbits(crop, axis=1)
 
     @property
     def crop(self) -> np.ndarray:

@@ -45,7 +45,10 @@ class NumpyBackend:
         return self._chunked(len(rgb8), run)
 
     def tone(self, rgb8: np.ndarray, params: kernels.ToneKernelParams) -> np.ndarray:
-        return self._chunked(len(rgb8), lambda part: colour.to_srgb255(kernels.tone(colour.to_linear(rgb8[part]), params, np)))
+        def run(part: slice) -> np.ndarray:
+            return colour.to_srgb255(kernels.tone(colour.to_linear(rgb8[part]), params, np))
+
+        return self._chunked(len(rgb8), run)
 
     def _chunked(self, count: int, run: Callable[[slice], np.ndarray]) -> np.ndarray:
         parts = [slice(start, start + self.chunk) for start in range(0, count, self.chunk)] or [slice(0, 0)]
@@ -58,7 +61,6 @@ class NumpyBackend:
 
         list(cpu_pool().map(fill, parts))
         return out
-
 
 
 class TorchBackend:
