@@ -19,9 +19,10 @@ server and loopback receiver, which live in this parent process:
 ``--model simulated`` swaps SAM3 for a stand-in device that sleeps ``--device-ms`` per photo (no
 host CPU, like a GPU kernel) and finds nothing (as full-size random weights do at the presets'
 thresholds). Like SAM3 it spends part of that (``--device-shared``, default half) on passes
-shared by the batch, then hands over each photo's masks in turn. It asks whether the pipeline keeps a device of a given speed busy on this host, the
-issue's "the GPU never waits for I/O", on a machine without a GPU. 156 ms is the H100's measured
-model-only time per 12 MP photo (``e2e_full_nvidia-h100-80gb-hbm3.md``: 6.40 photos/s).
+shared by the batch, then hands over each photo's masks in turn. It asks whether the pipeline
+keeps a device of a given speed busy on this host, the issue's "the GPU never waits for I/O", on
+a machine without a GPU. 156 ms is the H100's measured model-only time per 12 MP photo
+(``e2e_full_nvidia-h100-80gb-hbm3.md``: 6.40 photos/s).
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ def report(args: argparse.Namespace, results: dict) -> None:
     slug = device.lower().replace(" ", "-")
     suffix = f"_keep{args.keep_top}" if args.keep_top else ""
     if args.model == "simulated":
-        slug, suffix = f"{args.device_ms:g}ms_{platform.machine()}_{os.cpu_count()}cores", suffix
+        slug = f"{args.device_ms:g}ms_{platform.machine()}_{os.cpu_count()}cores"
     (ROOT / "bench" / "results" / f"e2e_{args.model}_{slug}{suffix}.md").write_text(text)
 
 
