@@ -355,16 +355,14 @@ class Pipeline:
             return concept, mask
 
         loaded = await asyncio.gather(*(load(c) for c in concepts))
-        instances: dict[str, list] = {}
-        if needs_instances:
-            key = instances_key(job, idx)
-            data = await self._get_stored(key)
-            try:
-                instances = await asyncio.to_thread(decode_instances, data, size)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise MasksNotFound(f"stored instances file {key} is unreadable or for another size") from exc
         if not needs_instances:  # no rule names instances and no instances file is written
             return {c.name: ConceptMasks(c.name, mask) for c, mask in loaded}
+        key = instances_key(job, idx)
+        data = await self._get_stored(key)
+        try:
+            instances = await asyncio.to_thread(decode_instances, data, size)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MasksNotFound(f"stored instances file {key} is unreadable or for another size") from exc
         return {
             c.name: ConceptMasks(c.name, mask, instances.get(c.name) or instances_from_union(mask, c.multi_instance))
             for c, mask in loaded
