@@ -52,7 +52,7 @@ RUN --mount=type=secret,id=hf_token --mount=type=cache,target=/root/.cache/sam3-
  && if [ "$BAKE_WEIGHTS" = "1" ]; then \
       [ -s /run/secrets/hf_token ] || { echo "BAKE_WEIGHTS=1 needs --secret id=hf_token,env=HF_TOKEN" >&2; exit 1; }; \
       HF_TOKEN="$(cat /run/secrets/hf_token)" MODEL_CACHE_DIR=/root/.cache/sam3-weights \
-        python scripts/fetch_weights.py \
+        python -m scripts.fetch_weights \
       && cp -a /root/.cache/sam3-weights/. /models/; \
     fi
 
@@ -62,4 +62,4 @@ WORKDIR /app/gpu-worker
 COPY gpu-worker/ ./
 # Fail fast (exit 1, one clear line) when CUDA or the weights are unusable, then hand PID 1 to the
 # worker so it receives SIGTERM itself. WORKER_ADAPTER picks the adapter (default runpod).
-CMD ["sh", "-c", "python scripts/check_startup.py && exec python -u main.py"]
+CMD ["sh", "-c", "python -m scripts.check_startup && exec python -u main.py"]

@@ -66,7 +66,7 @@ async def run_event_file(path: Path, settings: Settings) -> int:
 
     segmenter = build_segmenter(settings)
     if isinstance(segmenter, UnavailableSegmenter) and SAMPLE_MASKS.is_dir():
-        say("SAM3 weights are not available (set SAM3_MODEL / MODEL_CACHE_DIR, or run scripts/fetch_weights.py);")
+        say("SAM3 weights are not available (set SAM3_MODEL / MODEL_CACHE_DIR, or run python -m scripts.fetch_weights);")
         say(f"using the file segmenter over {SAMPLE_MASKS.relative_to(PACKAGE_DIR)}/ (the sample's known masks).")
         segmenter = FileMaskSegmenter(SAMPLE_MASKS)
     pipeline = build_pipeline(settings, segmenter=segmenter)

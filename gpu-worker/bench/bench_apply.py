@@ -1,7 +1,7 @@
 """Apply time per action at 1, 4 and 12 MP, next to a naive full-frame float version, same run.
 
-    python bench/bench_apply.py                 # from gpu-worker/; writes bench/results/apply_cpu.md
-    python bench/bench_apply.py --sizes 1 4     # a quicker subset
+    python -m bench.bench_apply                 # from gpu-worker/; writes bench/results/apply_cpu.md
+    python -m bench.bench_apply --sizes 1 4     # a quicker subset
 
 The photo is ``scenes.render_room`` at 1 MP, scaled up with fresh sensor noise for 4 and 12 MP
 (rendering 12 MP directly takes minutes and changes nothing about the timing); the masks are
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,20 +26,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PACKAGE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PACKAGE))
+from devtools.scenes import render_room
+from engine.applier import Edit, apply_edits_with, max_reach_px
+from engine.edits import colour, kernels
+from engine.edits.backend import NumpyBackend, TorchBackend
+from engine.edits.blend import edge_band_px, soft_matte
+from engine.edits.recolor import FitSamples, fit_params, initial_params, material_pattern
+from engine.edits.remove import DiffusionInpainter, PatchInpainter
+from engine.edits.tone import kernel_params
+from engine.rules import NAMED_TONES, Recolor, Remove, Tone
+from engine.segmenter import instances_from_union
+from presets.interior import PRESET
 
-from engine.applier import Edit, apply_edits_with, max_reach_px  # noqa: E402
-from engine.edits import colour, kernels  # noqa: E402
-from engine.edits.backend import NumpyBackend, TorchBackend  # noqa: E402
-from engine.edits.blend import edge_band_px, soft_matte  # noqa: E402
-from engine.edits.recolor import FitSamples, fit_params, initial_params, material_pattern  # noqa: E402
-from engine.edits.remove import DiffusionInpainter, PatchInpainter  # noqa: E402
-from engine.edits.tone import kernel_params  # noqa: E402
-from engine.rules import NAMED_TONES, Recolor, Remove, Tone  # noqa: E402
-from engine.segmenter import instances_from_union  # noqa: E402
-from presets.interior import PRESET  # noqa: E402
-from scenes import render_room  # noqa: E402
+PACKAGE = Path(__file__).resolve().parent.parent
 
 SIZES = {1: (1155, 866), 4: (2309, 1732), 12: (4000, 3000)}
 PROTECT = ("Frame_Molding", "Glass_highlight", "Grout", "Door", "Window")

@@ -1,9 +1,9 @@
 """End-to-end throughput: a job of N photos through an S3 server and a callback receiver on
 loopback, the worker's pipeline next to a naive sequential one, in the same run.
 
-    python bench/bench_e2e.py                      # CPU: tiny random-weight SAM3, 16 photos at 12 MP
-    python bench/bench_e2e.py --model full         # GPU: full-size Sam3Config(), random weights, bf16
-    python bench/bench_e2e.py --model simulated --variants model,pipeline --device-ms 156
+    python -m bench.bench_e2e                      # CPU: tiny random-weight SAM3, 16 photos at 12 MP
+    python -m bench.bench_e2e --model full         # GPU: full-size Sam3Config(), random weights, bf16
+    python -m bench.bench_e2e --model simulated --variants model,pipeline --device-ms 156
                                                    # any host: a device that takes 156 ms a photo
 
 Each variant runs in its own process (so its peak memory is its own) against the same moto S3
@@ -40,10 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BUCKET = "bench-bucket"
 KEY_ID, KEY_SECRET = "bench-key", "bench-secret"
@@ -61,7 +60,7 @@ def make_photos(count: int, megapixels: float, folder: Path) -> list[bytes]:
     import cv2
     from PIL import Image
 
-    from scenes import render_room
+    from devtools.scenes import render_room
 
     width = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
     height = int(round(width * 3 / 4))
@@ -97,7 +96,7 @@ MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "4194304"}
 
 def run_child(variant: str, args: argparse.Namespace, endpoint: str, receiver_url: str, checkpoint: str,
               photos_dir: Path, count: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", variant, "--endpoint", endpoint, "--receiver", receiver_url,
+    cmd = [sys.executable, "-m", "bench.bench_e2e", "--child", variant, "--endpoint", endpoint, "--receiver", receiver_url,
            "--checkpoint", checkpoint, "--photos", str(count), "--in-flight", str(args.in_flight),
            "--photos-dir", str(photos_dir), "--model", args.model, "--device-ms", str(args.device_ms),
            "--device-shared", str(args.device_shared)]
@@ -181,7 +180,7 @@ def report(args: argparse.Namespace, results: dict) -> None:
     lines = [f"# End-to-end benchmark: {args.photos} photos at {args.megapixels:g} MP, "
              f"{args.in_flight} in flight, {model}{keep}",
              "", f"Device: {device}; host: {platform.processor() or platform.machine()}, {os.cpu_count()} cores.",
-             "", f"Command: `python bench/bench_e2e.py {' '.join(sys.argv[1:])}`",
+             "", f"Command: `python -m bench.bench_e2e {' '.join(sys.argv[1:])}`",
              "", "Memory: RSS after set-up (model loaded), the peak during the job, and the process's",
              "peak including set-up.", "",
              "Host CPU s/photo: CPU time (all threads) the variant's process used during the job, per "

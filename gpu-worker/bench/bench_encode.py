@@ -1,6 +1,6 @@
 """Lossless result encoding at 12 MP: the worker's PNG writer next to Pillow's and OpenCV's, same run.
 
-    cd gpu-worker && python bench/bench_encode.py      # writes bench/results/encode_<host>.md
+    cd gpu-worker && python -m bench.bench_encode      # writes bench/results/encode_<host>.md
 
 The photo is one of the end-to-end benchmark's (a rendered room upscaled to 12 MP with sensor
 noise, so it compresses like a photo, not like a flat render). Each encoder's output is decoded
@@ -12,19 +12,17 @@ from __future__ import annotations
 import io
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+from PIL import Image
+
+from bench.bench_e2e import make_photos
+from engine.png import write_png
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bench.bench_e2e import make_photos  # noqa: E402
-from engine.png import write_png  # noqa: E402
 
 
 def pillow(rgb: np.ndarray, **params) -> bytes:

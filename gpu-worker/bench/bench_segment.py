@@ -1,7 +1,7 @@
 """Segmentation speed: this worker's way (one vision pass per photo) next to the naive way.
 
-    cd gpu-worker && python bench/bench_segment.py           # tiny checkpoint (default without a GPU)
-    cd gpu-worker && python bench/bench_segment.py --full    # full-size Sam3Config(), random weights, bf16, CUDA
+    cd gpu-worker && python -m bench.bench_segment           # tiny checkpoint (default without a GPU)
+    cd gpu-worker && python -m bench.bench_segment --full    # full-size Sam3Config(), random weights, bf16, CUDA
 
 Both ways run in the same process, on the same photos, with the same post-processing:
 
@@ -32,18 +32,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+import torch
+import transformers
+
+from engine.sam3 import Detections, Sam3Segmenter, device_name, load_sam3_segmenter
+from engine.segmenter import SegmentRequest
+from engine.settings import Settings
+from presets import PRESETS, Concept
+from tests.sam3_tiny import save_tiny_sam3, tiny_tokenizer
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-
-from engine.sam3 import Detections, Sam3Segmenter, device_name, load_sam3_segmenter  # noqa: E402
-from engine.segmenter import SegmentRequest  # noqa: E402
-from engine.settings import Settings  # noqa: E402
-from presets import PRESETS, Concept  # noqa: E402
-from tests.sam3_tiny import save_tiny_sam3, tiny_tokenizer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PROMPTS_6 = ["Wall", "Floor", "Ceiling", "Door", "Window", "Furniture"]
@@ -215,7 +214,7 @@ def header(segmenter: Sam3Segmenter, label: str, size: tuple[int, int]) -> str:
         "refined at the photo's size",
         f"- torch {torch.__version__}, transformers {transformers.__version__}, "
         f"Python {platform.python_version()}, {when}",
-        "- command: `python bench/bench_segment.py " + " ".join(sys.argv[1:]) + "`",
+        "- command: `python -m bench.bench_segment " + " ".join(sys.argv[1:]) + "`",
         "",
         "",
     ])

@@ -57,22 +57,22 @@ case "${1:-}" in
         ;;
     e2e)
         install
-        python3 bench/bench_e2e.py --model full --photos 16 --naive-photos 4
+        python3 -m bench.bench_e2e --model full --photos 16 --naive-photos 4
         keep bench/results/e2e_full_*.md
         ;;
     e2e-keep)
         install
-        python3 bench/bench_e2e.py --model full --photos 16 --variants pipeline,model --keep-top 3
+        python3 -m bench.bench_e2e --model full --photos 16 --variants pipeline,model --keep-top 3
         keep bench/results/e2e_full_*_keep3.md
         ;;
     segment)
         install
-        python3 bench/bench_segment.py --full
+        python3 -m bench.bench_segment --full
         keep bench/results/segment_*.md
         ;;
     apply)
         install
-        python3 bench/bench_apply.py --backend torch --sizes 12 --out bench/results/apply_gpu.md
+        python3 -m bench.bench_apply --backend torch --sizes 12 --out bench/results/apply_gpu.md
         keep bench/results/apply_gpu.md
         ;;
     *)

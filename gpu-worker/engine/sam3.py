@@ -55,7 +55,7 @@ from presets import Concept
 
 log = logging.getLogger("worker.sam3")
 
-FETCH_COMMAND = "python scripts/fetch_weights.py"
+FETCH_COMMAND = "python -m scripts.fetch_weights"
 # What a transformers SAM3 checkpoint needs; the hub repo also holds the original .pt weights.
 WEIGHT_FILE_PATTERNS = ["*.json", "*.safetensors", "*.txt"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

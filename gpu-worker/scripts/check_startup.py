@@ -1,7 +1,7 @@
 """Start-up check: fail fast, with one clear line, when the GPU or the SAM3 weights are unusable.
 
-    python scripts/check_startup.py          CUDA works and the weights are in place
-    python scripts/check_startup.py --load   also load SAM3 through the worker's own loader and
+    python -m scripts.check_startup          CUDA works and the weights are in place
+    python -m scripts.check_startup --load   also load SAM3 through the worker's own loader and
                                              run its warm-up pass (slow: once after a build)
 
 The Docker image runs it before ``main.py`` (``check_startup.py && exec python -u main.py``), so
@@ -15,9 +15,9 @@ What it checks:
   small matrix product on the GPU gives the right answer.
 - Weights (skipped when ``SEGMENTER=files``): ``SAM3_MODEL`` is a local checkpoint folder, or a
   hub id found in ``MODEL_CACHE_DIR`` (the Hugging Face cache layout that
-  ``scripts/fetch_weights.py`` and the loader use); the folder has a ``config.json`` that parses
+  ``python -m scripts.fetch_weights`` and the loader use); the folder has a ``config.json`` that parses
   and its ``*.safetensors`` (every shard the index names). When the weights are not there and
-  ``HF_TOKEN`` is set, ``scripts/fetch_weights.py`` fetches them now: the first start of a worker
+  ``HF_TOKEN`` is set, ``python -m scripts.fetch_weights`` fetches them now: the first start of a worker
   whose ``MODEL_CACHE_DIR`` is on a network volume.
 
 Exit code 0 when everything checked is usable, 1 otherwise. Secrets are never printed.
@@ -34,9 +34,9 @@ import time
 from pathlib import Path
 
 WORKER_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(WORKER_DIR))  # `engine` imports when run as `python scripts/check_startup.py`
 
 FETCH_SCRIPT = WORKER_DIR / "scripts" / "fetch_weights.py"
+FETCH_MODULE = "scripts.fetch_weights"
 
 
 class CheckFailed(Exception):
@@ -112,7 +112,7 @@ def fetch_weights() -> None:
     if not FETCH_SCRIPT.is_file():
         raise CheckFailed(f"{FETCH_SCRIPT.relative_to(WORKER_DIR)} is missing from this build: cannot fetch weights")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, str(FETCH_SCRIPT)], cwd=WORKER_DIR, check=False)
+    done = subprocess.run([sys.executable, "-m", FETCH_MODULE], cwd=WORKER_DIR, check=False)
     if done.returncode != 0:
         raise CheckFailed(f"fetching the SAM3 weights failed (exit {done.returncode}; its output is above): "
                           "check HF_TOKEN and that its account accepted the model's licence on the hub")
@@ -137,7 +137,7 @@ def check_weights(settings) -> str:
     problems = checkpoint_problems(folder)
     if problems:
         raise CheckFailed(f"the SAM3 checkpoint in {folder} is incomplete ({'; '.join(problems)}): delete that folder "
-                          f"and fetch it again (python scripts/{FETCH_SCRIPT.name})")
+                          f"and fetch it again (python -m {FETCH_MODULE})")
     return f"weights ok: {folder}"
 
 

@@ -1,6 +1,6 @@
 """Download the SAM3 checkpoint named by SAM3_MODEL into MODEL_CACHE_DIR.
 
-    cd gpu-worker && HF_TOKEN=hf_... python scripts/fetch_weights.py
+    cd gpu-worker && HF_TOKEN=hf_... python -m scripts.fetch_weights
 
 Reads the worker's own settings (environment and ``.env``): SAM3_MODEL (a Hugging Face repo id),
 MODEL_CACHE_DIR and HF_TOKEN. The files land in the Hugging Face cache layout under
@@ -16,18 +16,16 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from huggingface_hub import snapshot_download  # noqa: E402
-from huggingface_hub.errors import (  # noqa: E402
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
 )
 
-from engine.sam3 import WEIGHT_FILE_PATTERNS  # noqa: E402 - the files the loader needs
-from engine.settings import Settings  # noqa: E402
+from engine.sam3 import WEIGHT_FILE_PATTERNS
+from engine.settings import Settings
 
 
 def fetch(repo_id: str, cache_dir: Path, token: str | None) -> Path:

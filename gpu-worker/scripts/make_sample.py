@@ -1,6 +1,6 @@
 """Write the local demo's sample photo and the masks it was rendered with.
 
-    python scripts/make_sample.py            # from gpu-worker/
+    python -m scripts.make_sample            # from gpu-worker/
 
 - local_store/inputs/u_demo/job_demo/0.jpg: a 1600 x 1200 room from ``scenes.render_room``
   (JPEG quality 92), the input of ``sample.json``;
@@ -11,16 +11,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-PACKAGE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PACKAGE))
+from devtools.scenes import render_room
 
-from scenes import render_room  # noqa: E402
+PACKAGE = Path(__file__).resolve().parent.parent
 
 INPUT_KEY = "inputs/u_demo/job_demo/0.jpg"
 

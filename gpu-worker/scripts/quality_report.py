@@ -1,6 +1,6 @@
 """Before/after contact sheet and a table of quality metrics per scene and action.
 
-    python scripts/quality_report.py        # from gpu-worker/
+    python -m scripts.quality_report        # from gpu-worker/
 
 Writes bench/results/contact_sheet.png (one row per scene and action: before, after, and a third
 tile: plain cv2.inpaint for removals, a 3x zoom on the region's border otherwise) and
@@ -10,7 +10,6 @@ bench/results/quality.md (the numbers, with the thresholds the quality tests hol
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,20 +17,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PACKAGE = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PACKAGE))
+from devtools.metrics import ciede2000, fill_texture_ratio, mean_colour_error, normalised_lightness_ssim, texture_energy
+from devtools.scenes import render_product, render_room
+from engine.applier import Edit, apply_edits_with, max_reach_px
+from engine.edits import colour
+from engine.edits.backend import NumpyBackend
+from engine.edits.remove import DiffusionInpainter, PatchInpainter
+from engine.job import ToneParams
+from engine.rules import NAMED_TONES, Recolor, Remove, Tone
+from engine.segmenter import instances_from_union
+from presets.interior import PRESET as INTERIOR
+from presets.seller import PRESET as SELLER
 
-from engine.applier import Edit, apply_edits_with, max_reach_px  # noqa: E402
-from engine.edits import colour  # noqa: E402
-from engine.edits.backend import NumpyBackend  # noqa: E402
-from engine.edits.remove import DiffusionInpainter, PatchInpainter  # noqa: E402
-from engine.job import ToneParams  # noqa: E402
-from engine.metrics import ciede2000, fill_texture_ratio, mean_colour_error, normalised_lightness_ssim, texture_energy  # noqa: E402
-from engine.rules import NAMED_TONES, Recolor, Remove, Tone  # noqa: E402
-from engine.segmenter import instances_from_union  # noqa: E402
-from presets.interior import PRESET as INTERIOR  # noqa: E402
-from presets.seller import PRESET as SELLER  # noqa: E402
-from scenes import render_product, render_room  # noqa: E402
+PACKAGE = Path(__file__).resolve().parent.parent
 
 RESULTS = PACKAGE / "bench" / "results"
 TILE = (400, 300)
@@ -178,7 +176,7 @@ def main() -> None:
     lines = [
         "# Edit quality on rendered scenes with exact masks",
         "",
-        f"Scenes from `scenes.py` at {w}x{h} (product {h}x{h}); written by `scripts/quality_report.py`; "
+        f"Scenes from `devtools/scenes.py` at {w}x{h} (product {h}x{h}); written by `python -m scripts.quality_report`; "
         "see `contact_sheet.png` for the pictures, in the same order. CPU (numpy back end), times include the matte.",
         "",
         "Thresholds held by tests/test_applier_quality.py: recolor mean colour CIEDE2000 <= 2.0 (both as Lab of "

@@ -1,6 +1,6 @@
 """Quality of the edits, measured against ground truth on rendered scenes with exact masks.
 
-The scenes come from scenes.py (a ray-cast room with lighting, soft shadows, textures and sensor
+The scenes come from devtools/scenes.py (a ray-cast room with lighting, soft shadows, textures and sensor
 noise); the remove tests also use the same room rendered without its furniture. Synthetic images
 cover what needs an analytic answer (a sub-pixel edge, a 1 MP band check).
 """
@@ -11,14 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.applier import Edit, apply_edits, apply_edits_with, max_reach_px
-from engine.edits import colour
-from engine.edits.backend import NumpyBackend, TorchBackend
-from engine.edits.blend import edge_band_px, soft_matte
-from engine.edits.kernels import RecolorParams
-from engine.edits.remove import DiffusionInpainter, PatchInpainter, TorchScriptInpainter
-from engine.job import ToneParams
-from engine.metrics import (
+from devtools.metrics import (
     ciede2000,
     fill_texture_ratio,
     mean_colour_error,
@@ -26,10 +19,17 @@ from engine.metrics import (
     ssim_map,
     texture_energy,
 )
+from devtools.scenes import render_product, render_room
+from engine.applier import Edit, apply_edits, apply_edits_with, max_reach_px
+from engine.edits import colour
+from engine.edits.backend import NumpyBackend, TorchBackend
+from engine.edits.blend import edge_band_px, soft_matte
+from engine.edits.kernels import RecolorParams
+from engine.edits.remove import DiffusionInpainter, PatchInpainter, TorchScriptInpainter
+from engine.job import ToneParams
 from engine.rules import NAMED_TONES, Recolor, Remove, Tone
 from engine.segmenter import instances_from_union
 from presets.interior import PRESET as INTERIOR
-from scenes import render_product, render_room
 
 PALETTE = INTERIOR.palette
 PROTECT = ("Frame_Molding", "Glass_highlight", "Grout", "Door")

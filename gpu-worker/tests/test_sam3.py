@@ -127,7 +127,7 @@ def test_missing_local_folder_is_unavailable_and_names_the_setting(tmp_path: Pat
     with pytest.raises(SegmentationUnavailable) as info:
         load_sam3_segmenter(sam3_settings(missing))
     message = info.value.message
-    assert "SAM3_MODEL" in message and "python scripts/fetch_weights.py" in message
+    assert "SAM3_MODEL" in message and "python -m scripts.fetch_weights" in message
     assert str(tmp_path) not in message
     assert info.value.code == "SEGMENTATION_UNAVAILABLE"
 
@@ -141,7 +141,7 @@ def test_hub_id_not_in_cache_while_offline_is_unavailable_without_leaking_the_to
     with pytest.raises(SegmentationUnavailable) as info:
         load_sam3_segmenter(settings)
     message = info.value.message
-    assert "SAM3_MODEL" in message and "MODEL_CACHE_DIR" in message and "scripts/fetch_weights.py" in message
+    assert "SAM3_MODEL" in message and "MODEL_CACHE_DIR" in message and "python -m scripts.fetch_weights" in message
     assert token not in message and str(tmp_path) not in message
 
 

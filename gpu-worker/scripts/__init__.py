@@ -1,0 +1,1 @@
+"""Operator and developer commands, run from gpu-worker/ as ``python -m scripts.<name>``."""
