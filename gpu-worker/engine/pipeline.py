@@ -27,7 +27,7 @@ from engine.batching import SegmentBatcher
 from engine.edits.backend import choose_backend
 from engine.edits.remove import choose_inpainter
 from engine.callback import CallbackSender, Delivery
-from engine.errors import (DeviceFailure, InputNotFound, JobParseError, MasksNotFound, ShuttingDown, WorkerError,
+from engine.errors import (DeviceFailure, InputNotFound, InputTooLarge, JobParseError, MasksNotFound, ShuttingDown, WorkerError,
                            error_code_of)
 from engine.job import (Envelope, Item, Job, check_item_keys, idempotency_key, instances_key,
                         mask_key, parse_envelope, parse_job, unwrap_event)
@@ -39,6 +39,7 @@ from engine.rules import Plan, make_plan
 from engine.segmenter import ConceptMasks, Segmentation, SegmentRequest, Segmenter, instances_from_union
 from engine.settings import Settings
 from engine.storage import Storage
+from engine.stored_masks import MAX_INSTANCES_FILE_BYTES
 from presets import Concept
 
 log = logging.getLogger("worker.pipeline")
@@ -349,27 +350,24 @@ class Pipeline:
         async def load(concept: Concept) -> tuple[Concept, np.ndarray]:
             key = mask_key(job, idx, concept.name)
             data = await self._get_stored(key)
-            mask = await asyncio.to_thread(decode_mask, data, size)
-            if mask is None:
-                raise MasksNotFound(f"stored mask {key} is not a mask of the result's size {size[0]}x{size[1]}")
-            return concept, mask
+            return concept, await asyncio.to_thread(decode_mask, data, size, key=key)
 
         loaded = await asyncio.gather(*(load(c) for c in concepts))
         if not needs_instances:  # no rule names instances and no instances file is written
             return {c.name: ConceptMasks(c.name, mask) for c, mask in loaded}
         key = instances_key(job, idx)
-        data = await self._get_stored(key)
-        try:
-            instances = await asyncio.to_thread(decode_instances, data, size)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MasksNotFound(f"stored instances file {key} is unreadable or for another size") from exc
+        data = await self._get_stored(key, MAX_INSTANCES_FILE_BYTES)
+        instances = await asyncio.to_thread(decode_instances, data, size, key=key)
         return {
             c.name: ConceptMasks(c.name, mask, instances.get(c.name) or instances_from_union(mask, c.multi_instance))
             for c, mask in loaded
         }
 
-    async def _get_stored(self, key: str) -> bytes:
+    async def _get_stored(self, key: str, max_bytes: int | None = None) -> bytes:
         try:
-            return await self.storage.get(key, self.settings.max_input_bytes)
+            return await self.storage.get(key, min(max_bytes or self.settings.max_input_bytes,
+                                                   self.settings.max_input_bytes))
         except InputNotFound as exc:
             raise MasksNotFound(f"no stored mask at {key}; run stage segment or full first") from exc
+        except InputTooLarge as exc:
+            raise MasksNotFound(f"stored {key} is too large to be a mask") from exc

@@ -2,22 +2,13 @@
 
 Decode: format check, pixel limit before decoding (decompression bombs), EXIF orientation,
 every mode brought to 8-bit RGB (+ alpha), scaled so the longest side fits the output limit.
-Encode: result PNG (ICC kept), JPEG thumbnail, 0/255 mask PNGs, the instances file.
-
-Instances file (``{idx}_instances.json``)::
-
-    {"width": W, "height": H,
-     "concepts": {"Door": [{"id": 0, "score": 0.91, "bbox": [x0, y0, x1, y1], "area": 1234,
-                            "rle": [z0, o0, z1, o1, ...]}]}}
-
-``rle`` is the instance mask in the result's pixel space, row-major (C order) over the whole
-W x H image, as alternating run lengths that start with a run of zeros (possibly 0).
+Encode: result PNG (ICC kept), JPEG thumbnail. Masks as stored between stages (mask PNGs, the
+instances file) are written and read by ``engine.stored_masks``, re-exported here.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,7 +19,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.errors import InputTooLarge, UnsupportedImage
 from engine.png import write_png
-from engine.segmenter import Instance, Segmentation
+from engine.stored_masks import (decode_instances, decode_mask, encode_instances, encode_mask, rle_decode,
+                                 rle_decode_box, rle_encode_box)
+
+__all__ = ["DecodedImage", "decode_image", "encode_png", "encode_thumbnail", "gpu_jpeg_device", "orient",
+           "decode_instances", "decode_mask", "encode_instances", "encode_mask", "rle_decode", "rle_decode_box",
+           "rle_encode_box"]
 
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "HEIF"}
 
@@ -220,97 +216,3 @@ def encode_thumbnail(rgb: np.ndarray, side: int, quality: int = 85) -> bytes:
     out = io.BytesIO()
     Image.fromarray(rgb, "RGB").save(out, format="JPEG", quality=quality, optimize=True)
     return out.getvalue()
-
-
-def encode_mask(mask: np.ndarray) -> bytes:
-    return write_png(np.multiply(mask, 255, dtype=np.uint8))
-
-
-def decode_mask(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
-    """A stored mask as bool H x W, or None when it is not a mask of this size."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.size != size:
-                return None
-            return np.asarray(img.convert("L")) > 127
-    except (OSError, ValueError, UnidentifiedImageError):
-        return None
-
-
-def rle_encode_box(crop: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> list[int]:
-    """Run lengths (the instances file's ``rle``) of a ``size`` (W, H) mask that is zero outside
-    ``box`` (x0, y0, x1, y1), from the box's part alone: the work follows the box, not the image."""
-    (x0, y0, _, _), (width, height) = box, size
-    rows, cols = crop.shape
-    padded = np.zeros((rows, cols + 2), bool)  # a zero on each side: runs never cross rows
-    padded[:, 1:-1] = crop
-    flat = padded.reshape(-1)
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    row, col = np.divmod(changes, cols + 2)
-    starts = (y0 + row) * width + x0 + col - 1
-    # A run of ones that ends a row and one that opens the next meet at the same index: one run.
-    joined = np.flatnonzero(starts[1:] == starts[:-1])
-    keep = np.ones(starts.size, bool)
-    keep[joined] = keep[joined + 1] = False
-    starts = starts[keep & (starts < width * height)]
-    return np.diff(np.concatenate(([0], starts, [width * height]))).tolist()
-
-
-def rle_decode(runs: list[int], width: int, height: int) -> np.ndarray:
-    if sum(runs) != width * height:
-        raise ValueError("run lengths do not cover the image")
-    values = np.arange(len(runs)) % 2 == 1
-    return np.repeat(values, runs).reshape(height, width)
-
-
-def rle_decode_box(runs: list[int], box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
-    """The part inside ``box`` (x0, y0, x1, y1) of the ``size`` (W, H) mask ``runs`` encode, working
-    on the box's rows only. ValueError when the runs do not cover the image exactly or set a
-    pixel outside the box."""
-    (x0, y0, x1, y1), (width, height) = box, size
-    if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
-        raise ValueError(f"box {box} is not inside a {width}x{height} image")
-    lengths = np.asarray(runs, np.int64)
-    if lengths.ndim != 1 or (lengths < 0).any() or int(lengths.sum()) != width * height:
-        raise ValueError("run lengths do not cover the image")
-    ends = np.cumsum(lengths)
-    begin, end = (ends - lengths)[1::2], ends[1::2]  # the runs of ones
-    begin, end = begin[end > begin], end[end > begin]
-    first, last = y0 * width, y1 * width
-    if (begin < first).any() or (end > last).any():
-        raise ValueError(f"the mask has pixels outside its box {box}")
-    edges = np.zeros(last - first + 1, np.int32)
-    np.add.at(edges, begin - first, 1)
-    np.add.at(edges, end - first, -1)
-    crop = (np.cumsum(edges[:-1]) > 0).reshape(y1 - y0, width)[:, x0:x1]
-    if int(np.count_nonzero(crop)) != int((end - begin).sum()):
-        raise ValueError(f"the mask has pixels outside its box {box}")
-    return crop
-
-
-def encode_instances(segmentation: Segmentation, size: tuple[int, int]) -> bytes:
-    width, height = size
-    concepts = {
-        name: [
-            {"id": inst.id, "score": round(float(inst.score), 4), "bbox": list(inst.bbox),
-             "area": inst.area, "rle": rle_encode_box(inst.crop, inst.bbox, size)}
-            for inst in masks.instances
-        ]
-        for name, masks in segmentation.items()
-    }
-    return json.dumps({"width": width, "height": height, "concepts": concepts}, separators=(",", ":")).encode()
-
-
-def decode_instances(data: bytes, size: tuple[int, int]) -> dict[str, list[Instance]]:
-    doc = json.loads(data)
-    width, height = size
-    if (doc.get("width"), doc.get("height")) != (width, height):
-        raise ValueError("instances file is for another image size")
-    return {
-        name: [
-            Instance.from_crop(int(e["id"]), float(e["score"]), tuple(e["bbox"]),
-                               rle_decode_box(e["rle"], tuple(e["bbox"]), size), (height, width))
-            for e in entries
-        ]
-        for name, entries in doc["concepts"].items()
-    }

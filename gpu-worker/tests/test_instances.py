@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.callback import RecordingCallbackSender
-from engine.postprocess import decode_instances, encode_instances
+from engine.errors import MasksNotFound
+from engine.stored_masks import decode_instances, encode_instances
 from engine.segmenter import ConceptMasks, Instance, bbox_of
 from tests.conftest import make_job
 from tests.test_pipeline import build
@@ -50,7 +51,7 @@ def test_the_instances_file_round_trips_and_a_lying_box_is_unreadable():
     assert back.bbox == (10, 4, 25, 9) and np.array_equal(back.mask, mask)
     doc = json.loads(data)
     doc["concepts"]["Door"][0]["bbox"] = [0, 0, 5, 5]
-    with pytest.raises(ValueError):
+    with pytest.raises(MasksNotFound):
         decode_instances(json.dumps(doc).encode(), (30, 20))
 
 
@@ -77,7 +78,7 @@ def rle_reference(mask: np.ndarray) -> list[int]:
 @settings(max_examples=120, deadline=None)
 @given(height=st.integers(1, 25), width=st.integers(1, 25), density=st.floats(0, 1), seed=st.integers(0, 2**32 - 1))
 def test_run_lengths_from_the_box_match_the_whole_image_definition(height, width, density, seed):
-    from engine.postprocess import rle_decode, rle_encode_box
+    from engine.stored_masks import rle_decode, rle_encode_box
 
     mask = np.random.default_rng(seed).random((height, width)) < density
     inst = Instance(0, 1.0, bbox_of(mask), mask)
@@ -123,5 +124,5 @@ def test_many_instances_round_trip_through_the_file_box_by_box():
 ])
 def test_malformed_instances_are_refused(entry):
     doc = {"width": 10, "height": 10, "concepts": {"Door": [{"id": 0, "score": 0.5, "area": 1, **entry}]}}
-    with pytest.raises(ValueError):
+    with pytest.raises(MasksNotFound):
         decode_instances(json.dumps(doc).encode(), (10, 10))
