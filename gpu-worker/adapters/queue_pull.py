@@ -25,223 +25,83 @@ The choices, and why:
   section 6). The queue counts the attempts; past its ``max_retries`` the message goes to the
   queue's dead-letter queue, if it has one.
 - **Drop** (ack, logged at error level with the message id and the reason) a message whose body
-  cannot be decoded, or whose job the pipeline cannot parse (it answers ``{"error": ...}``): no
-  retry can change either.
+  cannot be decoded (not base64, not UTF-8, not JSON, nested too deeply, numbers past Python's
+  digit limit), whose job the pipeline cannot parse (it answers ``{"error": ...}``), or whose
+  ``callback_url`` the callback policy refuses (``CALLBACK_ALLOWED_HOSTS``, public https only):
+  no retry can change any of these, so they do not wander to the dead-letter queue. The job is
+  not run: nobody could be told its outcome.
+- **Every message ends acked or retried** with a log line naming its id: an unexpected error
+  while handling one is logged (``message.failed``) and the message retried; a malformed field
+  in the API's answer (``"attempts": "two"``) is logged and read as absent.
 - **Bodies.** ``metadata["CF-Content-Type"]`` says how to read ``body``: ``json`` and ``bytes``
   arrive base64-encoded, ``text`` as the string itself (also assumed when the field is absent);
   the decoded text must be the job's JSON. ``v8`` bodies cannot be read outside Workers: the
   producer must send jobs with ``contentType: "json"`` (the default) or ``"text"``.
-- **API errors.** Connection errors, timeouts, 408, 425, 429 and 5xx are logged and retried: a
-  pull after a back-off of 1 s doubling up to 60 s (``--once`` gives up after 5 failed pulls in a
-  row), an ack 3 times in place. An ack that still fails is logged; the lease then runs out and
-  the queue delivers the message again, which is safe. Any other answer (401, 403, 404, 400) is a
-  configuration error (token, its permissions, account or queue id): no more pulls, the jobs in
-  flight finish, then ``QueueApiError`` ends the run with exit code 1.
+- **API errors.** Connection errors, timeouts, 408, 425, 429 and 5xx (``engine.retry``) are
+  logged and retried: a pull after a back-off of 1 s doubling up to 60 s (``--once`` gives up
+  after 5 failed pulls in a row), an ack 3 times in place. An ack that still fails, or is
+  refused with another 4xx (a lease the queue no longer knows), is logged; the lease then runs
+  out and the queue delivers the message again, which is safe. A pull refused with any other
+  4xx, or any call refused with 401 or 403, is a configuration error (token, its permissions,
+  account or queue id): no more pulls, the jobs in flight finish, then ``QueueApiError`` ends
+  the run with exit code 1.
+- **Leases.** The pull API cannot extend a lease. A job still running when its lease
+  (``QUEUE_PULL_VISIBILITY_TIMEOUT_MS``) runs out is logged at that moment
+  (``job.lease_expired``, error level): the queue may hand the message to another consumer
+  meanwhile (safe, the results and callbacks are idempotent, but the work is done twice).
+  Set the visibility timeout above the longest job (``ITEM_TIMEOUT_SEC`` bounds each item).
 - **Shutdown** (first SIGTERM or SIGINT): stop pulling, let the jobs in flight finish and ack or
   retry them; messages that arrive from a pull under way when the signal comes are not started
   but retried with delay 0, so another consumer can take them at once. Nothing is left unacked
   without a log line. A second signal ends the process at once: its unfinished messages come back
   after their visibility timeout, and the redelivery skips the items already finished. Unlike the
   Runpod adapter, a signal here does not cut a job short (``Pipeline.begin_shutdown``): items
-  reported failed for that reason would be acked with their job, and a later run's callbacks
-  would reuse the same idempotency keys and be dropped by the receiver. So give the process time
+  reported failed for that reason would be acked with their job and never run again. So give the process time
   to finish a job when stopping it (systemd ``TimeoutStopSec``, ``docker stop -t``).
-- **--once** pulls until a pull comes back empty, finishes what is in flight, and exits.
+- **--once** pulls until a pull comes back empty, finishes what is in flight, and exits (0, also
+  when messages were dropped).
 
-The API token is sent as a bearer token and never logged; errors carry the status and
-Cloudflare's own error messages only.
+The HTTP calls themselves are ``adapters.queue_api``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
 import httpx
 
-from engine.errors import JobParseError, WorkerError
+from adapters.queue_api import (HTTP_TIMEOUT_SEC, QueueApiError, QueueClient, QueueMessage, callback_url_of,
+                                decode_body, job_id_of, missing_settings)
+from engine.callback_policy import (CallbackRefused, CallbackUnresolvable, Resolver, check_callback_url,
+                                    resolve_host)
+from engine.errors import JobParseError
+from engine.retry import RetryPolicy
 from engine.settings import Settings
 
 log = logging.getLogger("worker.queue_pull")
 
-HTTP_TIMEOUT_SEC = 30.0
-RETRYABLE_STATUS = {408, 425, 429}  # and every 5xx
-PULL_BACKOFF_BASE_SEC = 1.0
-PULL_BACKOFF_MAX_SEC = 60.0
+PULL_RETRY = RetryPolicy.exponential(1.0, 60.0, unbounded=True)
 ONCE_MAX_PULL_FAILURES = 5
-ACK_ATTEMPTS = 3
-ACK_BACKOFF_SEC = 1.0
+ACK_RETRY = RetryPolicy((1.0, 2.0))
+ACK_ATTEMPTS = 1 + len(ACK_RETRY.delays)
+CREDENTIAL_STATUS = frozenset({401, 403})  # refused credentials: no call can succeed, stop
 
 Sleep = Callable[[float], Awaitable[None]]
+UrlCheck = Callable[[str], Awaitable[None]]
+
+__all__ = ["QueueApiError", "QueueClient", "QueueMessage", "ServeStats", "decide", "decode_body", "main", "serve"]
 
 
 class JobRunner(Protocol):
     """What the adapter needs from the pipeline: one job in, contract section 5's answer out."""
 
     async def run_job(self, raw: Any) -> dict[str, Any]: ...
-
-
-class QueueApiError(WorkerError):
-    """The queue API could not be reached or refused a call. ``retryable``: trying again may help."""
-
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
-
-
-# -- the API client ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QueueMessage:
-    id: str
-    lease_id: str
-    body: Any
-    attempts: int
-    content_type: str | None
-    timestamp_ms: int | None
-
-    @classmethod
-    def from_api(cls, raw: Any) -> QueueMessage | None:
-        """One entry of ``result.messages``; None when it has no lease (it cannot be acked)."""
-        if not isinstance(raw, dict) or not raw.get("lease_id"):
-            return None
-        metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
-        return cls(
-            id=str(raw.get("id", "")),
-            lease_id=str(raw["lease_id"]),
-            body=raw.get("body"),
-            attempts=int(raw.get("attempts") or 0),
-            content_type=metadata.get("CF-Content-Type"),
-            timestamp_ms=raw.get("timestamp_ms"),
-        )
-
-
-def missing_settings(settings: Settings) -> list[str]:
-    """The settings the adapter cannot run without, by environment variable name."""
-    wanted = {"CF_ACCOUNT_ID": settings.cf_account_id, "CF_QUEUE_ID": settings.cf_queue_id,
-              "CF_API_TOKEN": settings.cf_api_token.get_secret_value() if settings.cf_api_token else None}
-    return [name for name, value in wanted.items() if not value]
-
-
-class QueueClient:
-    """A thin wrapper over the two calls of the pull API; httpx errors become ``QueueApiError``."""
-
-    def __init__(self, http: httpx.AsyncClient, *, api_base: str, account_id: str, queue_id: str,
-                 token: str) -> None:
-        self._http = http
-        self._url = f"{api_base.rstrip('/')}/accounts/{account_id}/queues/{queue_id}/messages"
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    @classmethod
-    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> QueueClient:
-        missing = missing_settings(settings)
-        if missing:
-            raise ValueError(f"the queue_pull adapter needs {', '.join(missing)}")
-        assert settings.cf_account_id and settings.cf_queue_id and settings.cf_api_token
-        return cls(http, api_base=settings.cf_api_base, account_id=settings.cf_account_id,
-                   queue_id=settings.cf_queue_id, token=settings.cf_api_token.get_secret_value())
-
-    def __repr__(self) -> str:  # never the headers: they hold the token
-        return f"QueueClient({self._url})"
-
-    async def pull(self, batch_size: int, visibility_timeout_ms: int) -> list[QueueMessage]:
-        result = await self._post("pull", {"batch_size": batch_size, "visibility_timeout_ms": visibility_timeout_ms})
-        messages = []
-        for raw in result.get("messages") or []:
-            message = QueueMessage.from_api(raw)
-            if message is None:
-                log.error("message.no_lease", extra={"message_id": raw.get("id") if isinstance(raw, dict) else None})
-            else:
-                messages.append(message)
-        return messages
-
-    async def ack(self, acks: Sequence[str] = (), retries: Sequence[tuple[str, float]] = ()) -> dict[str, Any]:
-        body = {"acks": [{"lease_id": lease} for lease in acks],
-                "retries": [{"lease_id": lease, "delay_seconds": delay} for lease, delay in retries]}
-        result = await self._post("ack", body)
-        if result.get("warnings"):
-            log.warning("ack.warnings", extra={"warnings": result["warnings"]})
-        return result
-
-    async def _post(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
-        what = f"queue {verb}"
-        try:
-            response = await self._http.post(f"{self._url}/{verb}", json=body, headers=self._headers)
-        except httpx.TimeoutException as exc:
-            raise QueueApiError(f"{what} timed out", retryable=True) from exc
-        except httpx.HTTPError as exc:
-            raise QueueApiError(f"{what} failed ({type(exc).__name__})", retryable=True) from exc
-        status = response.status_code
-        if not 200 <= status < 300:
-            retryable = status in RETRYABLE_STATUS or status >= 500
-            raise QueueApiError(f"{what} answered {status}{_cloudflare_errors(response)}", status=status,
-                                retryable=retryable)
-        try:
-            payload = response.json()
-        except ValueError as exc:
-            raise QueueApiError(f"{what} answered {status} with a body that is not JSON", status=status,
-                                retryable=True) from exc
-        if not isinstance(payload, dict) or payload.get("success") is False:
-            raise QueueApiError(f"{what} was not successful{_cloudflare_errors(response)}", status=status,
-                                retryable=True)
-        result = payload.get("result")
-        return result if isinstance(result, dict) else {}
-
-
-def _cloudflare_errors(response: httpx.Response) -> str:
-    """Cloudflare's ``errors`` list as ': 10000 Authentication error; ...' (never request headers)."""
-    try:
-        errors = response.json().get("errors") or []
-        text = "; ".join(f"{e.get('code', '')} {e.get('message', '')}".strip() for e in errors if isinstance(e, dict))
-    except (ValueError, AttributeError):
-        return ""
-    return f": {text[:300]}" if text else ""
-
-
-# -- message bodies ------------------------------------------------------------------------------
-
-
-def decode_body(message: QueueMessage) -> Any:
-    """The job a message carries, read per its CF-Content-Type; ``JobParseError`` when unreadable."""
-    content_type = message.content_type or "text"
-    body = message.body
-    if not isinstance(body, str):
-        raise JobParseError("message body is not a string")
-    if content_type in ("json", "bytes"):
-        try:
-            data = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise JobParseError(f"{content_type} message body is not valid base64") from exc
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise JobParseError(f"{content_type} message body is not UTF-8 text") from exc
-    elif content_type == "text":
-        text = body
-    else:
-        raise JobParseError(f"message content type {content_type!r} cannot be read here; send jobs as json or text")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise JobParseError(f"message body is not JSON ({exc.msg} at position {exc.pos})") from exc
-
-
-def job_id_of(job: Any) -> str | None:
-    if isinstance(job, dict):
-        inner = job.get("input") if isinstance(job.get("input"), dict) else job
-        value = inner.get("job_id")
-        return value if isinstance(value, str) else None
-    return None
 
 
 # -- what to do with a message after its job -----------------------------------------------------
@@ -269,16 +129,23 @@ def decide(result: Any) -> tuple[Action, str]:
 class ServeStats:
     acked: int = 0       # jobs run and every item reported
     retried: int = 0     # jobs to run again after QUEUE_PULL_RETRY_DELAY_SEC
-    dropped: int = 0     # messages that cannot be decoded or parsed (acked, never run)
+    dropped: int = 0     # messages that cannot be decoded or parsed, or report nowhere (acked, never run)
     returned: int = 0    # pulled while stopping: retried with delay 0, never started
     pull_errors: int = 0
     ack_errors: int = 0
 
 
+def _unexpected(exc: Exception) -> QueueApiError:
+    """An answer the client did not foresee: logged with its traceback, then a retryable failure."""
+    log.error("pull.unexpected", extra={"error": type(exc).__name__}, exc_info=exc)
+    return QueueApiError(f"queue pull failed ({type(exc).__name__})", retryable=True)
+
+
 class _Consumer:
     def __init__(self, runner: JobRunner, client: QueueClient, settings: Settings, stop: asyncio.Event,
-                 sleep: Sleep) -> None:
+                 sleep: Sleep, check_url: UrlCheck) -> None:
         self.runner = runner
+        self.check_url = check_url
         self.client = client
         self.settings = settings
         self.stop = stop
@@ -296,15 +163,18 @@ class _Consumer:
                 break
             try:
                 messages = await self.client.pull(free, self.settings.queue_pull_visibility_timeout_ms)
-            except QueueApiError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the answer held, the consumer goes on
+                failure = exc if isinstance(exc, QueueApiError) else _unexpected(exc)
                 self.stats.pull_errors += 1
                 failures += 1
-                if not exc.retryable or (once and failures >= ONCE_MAX_PULL_FAILURES):
-                    log.error("pull.failed", extra={"reason": exc.message, "status": exc.status, "giving_up": True})
-                    self._give_up(exc)
+                if not failure.retryable or (once and failures >= ONCE_MAX_PULL_FAILURES):
+                    log.error("pull.failed", extra={"reason": failure.message, "status": failure.status,
+                                                    "giving_up": True})
+                    self._give_up(failure)
                     break
-                delay = min(PULL_BACKOFF_MAX_SEC, PULL_BACKOFF_BASE_SEC * 2 ** (failures - 1))
-                log.warning("pull.failed", extra={"reason": exc.message, "status": exc.status, "retry_in_s": delay})
+                delay = PULL_RETRY.delay(failures - 1)
+                log.warning("pull.failed", extra={"reason": failure.message, "status": failure.status,
+                                                  "retry_in_s": delay})
                 await self._pause(delay)
                 continue
             failures = 0
@@ -354,16 +224,38 @@ class _Consumer:
         self.stop.set()
 
     async def _handle(self, message: QueueMessage) -> None:
+        """Run one message's job and ack, retry or drop it; whatever happens, it is settled."""
         fields: dict[str, Any] = {"message_id": message.id, "attempts": message.attempts}
+        try:
+            action, reason = await self._run(message, fields)
+        except Exception as exc:  # a bug here must not leave the message unsettled
+            log.error("message.failed", extra={**fields, "error": type(exc).__name__}, exc_info=exc)
+            action, reason = "retry", "the message could not be handled"
+        await self._settle(message, action, fields)
+
+    async def _run(self, message: QueueMessage, fields: dict[str, Any]) -> tuple[Action, str]:
         try:
             job = decode_body(message)
         except JobParseError as exc:
             log.error("message.dropped", extra={**fields, "reason": exc.message})
-            await self._settle(message, "drop", fields)
-            return
+            return "drop", exc.message
         fields["job_id"] = job_id_of(job)
+        url = callback_url_of(job)
+        if url is not None:
+            try:
+                await self.check_url(url)
+            except CallbackRefused as exc:
+                log.error("message.dropped", extra={**fields, "reason": f"callback_url refused: {exc}"})
+                return "drop", str(exc)
+            except CallbackUnresolvable:
+                pass  # may be transient: the job runs, and its callbacks retry
         log.info("job.received", extra=fields)
         started = time.monotonic()
+        lease = self.settings.queue_pull_visibility_timeout_ms / 1000
+        expired = asyncio.get_running_loop().call_later(
+            lease, lambda: log.error("job.lease_expired", extra={
+                **fields, "seconds": round(time.monotonic() - started, 1),
+                "hint": "the queue may deliver this message again meanwhile; raise QUEUE_PULL_VISIBILITY_TIMEOUT_MS"}))
         try:
             result = await self.runner.run_job(job)
         except Exception as exc:  # the pipeline answers item failures itself: this is a crash
@@ -371,13 +263,12 @@ class _Consumer:
             action, reason = "retry", "the job could not be run"
         else:
             action, reason = decide(result)
+        finally:
+            expired.cancel()
         elapsed = time.monotonic() - started
-        if elapsed * 1000 > self.settings.queue_pull_visibility_timeout_ms:
-            log.warning("job.lease_expired", extra={**fields, "seconds": round(elapsed, 1),
-                                                    "hint": "raise QUEUE_PULL_VISIBILITY_TIMEOUT_MS"})
         level = logging.ERROR if action == "drop" else logging.WARNING if action == "retry" else logging.INFO
         log.log(level, f"job.{action}", extra={**fields, "reason": reason, "seconds": round(elapsed, 1)})
-        await self._settle(message, action, fields)
+        return action, reason
 
     async def _settle(self, message: QueueMessage, action: Action, fields: dict[str, Any]) -> None:
         if action == "retry":
@@ -405,27 +296,30 @@ class _Consumer:
                 await self.client.ack(acks, retries)
                 return True
             except QueueApiError as exc:
-                final = not exc.retryable or attempt == ACK_ATTEMPTS
+                final = not exc.retryable or not ACK_RETRY.may_retry(attempt - 1)
                 log.log(logging.ERROR if final else logging.WARNING, "ack.failed",
                         extra={**fields, "reason": exc.message, "status": exc.status, "attempt": attempt,
                                "giving_up": final})
                 if final:
                     self.stats.ack_errors += 1
-                    if not exc.retryable:
+                    if exc.status in CREDENTIAL_STATUS:
                         self._give_up(exc)
                     return False  # the lease runs out and the queue delivers the message again
-                await self.sleep(ACK_BACKOFF_SEC * attempt)
+                await self.sleep(ACK_RETRY.delay(attempt - 1))
         return False
 
 
 async def serve(runner: JobRunner, client: QueueClient, settings: Settings, *, once: bool,
-                stop: asyncio.Event, sleep: Sleep = asyncio.sleep) -> ServeStats:
+                stop: asyncio.Event, sleep: Sleep = asyncio.sleep, resolver: Resolver = resolve_host) -> ServeStats:
     """Pull, run, ack or retry until ``stop`` is set (or, with ``once``, until the queue is empty).
 
     Raises ``QueueApiError`` after finishing the jobs in flight when the queue API refuses the
     configuration (or, with ``once``, stays unreachable).
     """
-    return await _Consumer(runner, client, settings, stop, sleep).run(once)
+    async def check_url(url: str) -> None:
+        await check_callback_url(url, settings.callback_allowed_hosts, resolver)
+
+    return await _Consumer(runner, client, settings, stop, sleep, check_url).run(once)
 
 
 # -- process entry point -------------------------------------------------------------------------
@@ -449,30 +343,33 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
             signal.signal(sig, lambda _signum, _frame: loop.call_soon_threadsafe(stop.set))
 
 
-async def _serve_process(settings: Settings, runner: JobRunner, once: bool) -> int:
+async def _serve_process(settings: Settings, runner: JobRunner, once: bool,
+                         transport: httpx.AsyncBaseTransport | None, resolver: Resolver) -> int:
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SEC, follow_redirects=False) as http:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SEC, follow_redirects=False, transport=transport) as http:
         client = QueueClient.from_settings(settings, http)
         log.info("queue_pull.start", extra={"once": once, "batch_size": settings.queue_pull_batch_size,
                                             "visibility_timeout_ms": settings.queue_pull_visibility_timeout_ms})
         try:
-            await serve(runner, client, settings, once=once, stop=stop)
+            await serve(runner, client, settings, once=once, stop=stop, resolver=resolver)
         except QueueApiError as exc:
             log.error("queue_pull.stopped", extra={"reason": exc.message, "status": exc.status})
             return 1
     return 0
 
 
-def main(settings: Settings, runner_factory: Callable[[Settings], JobRunner], once: bool = False) -> int:
+def main(settings: Settings, runner_factory: Callable[[Settings], JobRunner], once: bool = False, *,
+         transport: httpx.AsyncBaseTransport | None = None, resolver: Resolver = resolve_host) -> int:
     """``python main.py --adapter queue_pull [--once]``: returns the process exit code.
 
     ``runner_factory`` builds the pipeline (``engine.wiring.build_pipeline``); it runs before any
-    message is leased, so a slow model load or a signal during it costs no lease.
+    message is leased, so a slow model load or a signal during it costs no lease. ``transport``
+    and ``resolver`` replace the network (tests).
     """
     missing = missing_settings(settings)
     if missing:
         log.error("queue_pull.not_configured", extra={"missing": missing})
         return 2
     runner = runner_factory(settings)
-    return asyncio.run(_serve_process(settings, runner, once))
+    return asyncio.run(_serve_process(settings, runner, once, transport, resolver))

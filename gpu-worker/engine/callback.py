@@ -4,33 +4,43 @@ Wire format: POST JSON body, ``Idempotency-Key``, and ``Authorization: Bearer <t
 ``sig = hex(HMAC-SHA256(secret, b"<t>." + body))``; each attempt is signed afresh.
 
 ``CallbackSender`` is the interface the pipeline uses. ``HttpCallbackSender`` delivers over
-httpx with the retry policy and host allowlist; ``RecordingCallbackSender`` is the test double.
-``verify_callback`` is the receiver's check, shipped here so both sides use the same code.
+httpx with the retry policy (``engine.retry``) and the address policy (``engine.callback_policy``);
+``RecordingCallbackSender`` is the test double. ``verify_callback`` is the receiver's check,
+shipped here so both sides use the same code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
+import math
 import random
-import socket
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-import httpcore
 import httpx
+
+from engine.callback_policy import (CallbackRefused, CallbackUnresolvable, PublicOnlyTransport, Resolver,
+                                    check_callback_url, resolve_host)
+from engine.retry import RetryPolicy, is_retryable, retry_after_seconds
 
 log = logging.getLogger("worker.callback")
 
 SIGNATURE_TOLERANCE_SEC = 300
-RETRYABLE_STATUS = {408, 425, 429}
+# The receiver's answer is judged by its status and Retry-After: at most this much of its body
+# is read (a few KiB: enough to let a short answer leave the connection reusable).
+MAX_RESPONSE_BYTES = 4096
+_BEARER = re.compile(r"Bearer ([0-9]{1,12})\.([0-9a-fA-F]{64})")
+
+__all__ = ["CallbackRefused", "CallbackSender", "Delivery", "HttpCallbackSender", "RecordingCallbackSender",
+           "authorization_header", "check_callback_url", "encode_body", "sign", "verify_callback"]
 
 
 def encode_body(payload: dict[str, Any]) -> bytes:
@@ -47,20 +57,31 @@ def authorization_header(secret: str, body: bytes, now: float | None = None) -> 
 
 
 def verify_callback(
-    body: bytes, authorization: str | None, secret: str, now: float | None = None,
+    body: Any, authorization: Any, secret: Any, now: float | None = None,
     tolerance: int = SIGNATURE_TOLERANCE_SEC,
 ) -> bool:
-    """True when ``authorization`` is a fresh, valid signature of ``body`` under ``secret``."""
-    if not authorization or not authorization.startswith("Bearer "):
+    """True when ``authorization`` is a fresh, valid signature of ``body`` under ``secret``.
+
+    False for anything else, whatever it is: the header is matched against the exact ASCII
+    shape ``Bearer <1-12 digits>.<64 hex digits>`` before any number is read from it.
+    """
+    try:
+        if isinstance(body, (bytearray, memoryview)):
+            body = bytes(body)
+        if not isinstance(body, bytes) or not isinstance(authorization, str):
+            return False
+        if not isinstance(secret, str) or not secret:
+            return False
+        match = _BEARER.fullmatch(authorization.strip(" \t"))
+        if match is None:
+            return False
+        timestamp = int(match.group(1))
+        current = time.time() if now is None else float(now)
+        if not math.isfinite(current) or abs(current - timestamp) > tolerance:
+            return False
+        return hmac.compare_digest(sign(secret, timestamp, body), match.group(2).lower())
+    except (ValueError, TypeError, OverflowError, UnicodeError):  # e.g. a secret that is not encodable
         return False
-    token = authorization[len("Bearer "):].strip()
-    timestamp_text, _, signature = token.partition(".")
-    if not timestamp_text.isdigit() or not signature:
-        return False
-    timestamp = int(timestamp_text)
-    if abs((time.time() if now is None else now) - timestamp) > tolerance:
-        return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature.lower())
 
 
 @dataclass
@@ -75,131 +96,27 @@ class CallbackSender(Protocol):
     async def send(self, url: str, payload: dict[str, Any], idempotency_key: str) -> Delivery: ...
 
 
-class CallbackRefused(Exception):
-    """The callback URL is not allowed by the operator's policy."""
-
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-async def resolve_host(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [info[4][0] for info in infos]
-
-
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
-async def check_callback_url(url: str, allowed_hosts: Sequence[str], resolver: Resolver = resolve_host) -> None:
-    """Raise ``CallbackRefused`` unless the operator's policy lets ``url`` receive callbacks.
-
-    With an allowlist, only its hosts (``host`` or ``host:port``; http or https). Without one,
-    only https to hosts whose every address is public (no loopback, private, link-local,
-    metadata or other reserved addresses).
-    """
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise CallbackRefused("callback_url has an invalid port") from exc
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
-        raise CallbackRefused("callback_url must be an http(s) URL with a host and no credentials")
-    if allowed_hosts:
-        names = {host, f"{host}:{port}" if port else host}
-        if not names & set(allowed_hosts):
-            raise CallbackRefused(f"callback host {host} is not in CALLBACK_ALLOWED_HOSTS")
-        return
-    if parts.scheme != "https":
-        raise CallbackRefused("callback_url must use https (set CALLBACK_ALLOWED_HOSTS to allow http hosts)")
-    try:
-        addresses = await _addresses(host, port or 443, resolver)
-    except OSError as exc:
-        raise CallbackRefused(f"callback host {host} does not resolve") from exc
-    _refuse_unless_allowed(host, addresses, _is_public)
-
-
-async def _addresses(host: str, port: int, resolver: Resolver) -> list[str]:
-    """``host`` itself when it is an address (checked as it is, never resolved), else its addresses."""
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        return await resolver(host, port)
-
-
-def _refuse_unless_allowed(host: str, addresses: list[str], allow: Callable[[str], bool]) -> None:
-    if not addresses or not all(allow(a) for a in addresses):
-        raise CallbackRefused(f"callback host {host} is not a public address")
-
-
-class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network back end, connecting only to addresses ``allow`` admits (public ones).
-
-    The address is checked where the connection is made, on the very address connected to:
-    resolving once to check and letting the HTTP client resolve again to connect would let a
-    DNS-rebinding host answer public to the check and private to the connection. TLS still
-    verifies the URL's host name: httpcore hands it to the TLS layer, not the address."""
-
-    def __init__(self, resolver: Resolver = resolve_host, allow: Callable[[str], bool] = _is_public) -> None:
-        self._resolver = resolver
-        self._allow = allow
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        try:
-            addresses = await _addresses(host, port, self._resolver)
-        except OSError as exc:  # a connection failure like any other: retried
-            raise httpcore.ConnectError(f"callback host {host} does not resolve") from exc
-        _refuse_unless_allowed(host, addresses, self._allow)
-        return await self._inner.connect_tcp(addresses[0], port, timeout=timeout, local_address=local_address,
-                                             socket_options=socket_options)
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
-        raise CallbackRefused("callbacks do not go to unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def public_only_transport(resolver: Resolver = resolve_host,
-                          allow: Callable[[str], bool] = _is_public) -> httpx.AsyncHTTPTransport:
-    """httpx's transport with a ``PublicOnlyBackend`` under it. httpx takes no network back end
-    argument; its connection pool is httpcore's, which does (httpx is pinned in requirements.txt).
-    No proxies from the environment: a proxy would make the connection, not this check."""
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=PublicOnlyBackend(resolver, allow)
-    )
-    return transport
-
-
-def retry_delay(attempt: int, backoff: Sequence[float], retry_after: float | None, rng: random.Random) -> float:
-    """Full-jitter delay before retry number ``attempt`` (0-based), honouring Retry-After up to the cap."""
-    cap = max(backoff)
-    delay = rng.uniform(0, backoff[attempt])
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, cap))
-    return delay
-
-
-def _retry_after_seconds(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: ignored, the jittered backoff applies
+async def _read_at_most(response: httpx.Response, limit: int) -> int:
+    """Read at most about ``limit`` bytes of the body (the rest is never read); returns the count."""
+    if response.is_stream_consumed:  # a body the transport handed over already read (test doubles)
+        return len(response.content)
+    read = 0
+    async with contextlib.aclosing(response.aiter_raw()) as chunks:
+        async for chunk in chunks:
+            read += len(chunk)
+            if read >= limit:
+                break
+    return read
 
 
 class HttpCallbackSender:
-    """Delivers one callback: 2xx succeeds; connection errors, timeouts, 408/425/429/5xx retry."""
+    """Delivers one callback: 2xx succeeds; connection errors, timeouts, 408/425/429/5xx retry.
+
+    Each attempt is bounded as a whole: ``timeout`` covers connecting, sending, the answer's
+    headers and the few KiB of its body that are read, so a receiver trickling bytes cannot
+    stretch it. ``transport`` replaces the network (tests pass an ``httpx.MockTransport``); without
+    an allowlist it still sits under ``PublicOnlyTransport``, so the address policy always applies.
+    """
 
     def __init__(
         self,
@@ -209,18 +126,19 @@ class HttpCallbackSender:
         timeout: float = 10.0,
         deadline: float = 900.0,
         allowed_hosts: Sequence[str] = (),
-        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         resolver: Resolver = resolve_host,
         rng: random.Random | None = None,
     ) -> None:
         self._secret = secret
-        self.backoff = list(backoff)
+        self.retry = RetryPolicy(tuple(backoff), jitter=True)
         self.deadline = deadline
         self.allowed_hosts = list(allowed_hosts)
         self._timeout = timeout
-        self._client = client
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._sleep = sleep
         self._clock = clock
@@ -230,10 +148,12 @@ class HttpCallbackSender:
     def _http(self) -> httpx.AsyncClient:
         """The shared client; a new one if the caller runs a different event loop than before."""
         loop = asyncio.get_running_loop()
-        if self._client is None or (self._client_loop is not None and self._client_loop is not loop):
+        if self._client is None or self._client_loop is not loop:
             # Redirects are never followed: a 3xx could point at a host the policy refuses. Without
             # an allowlist every connection is checked again where it is made (DNS rebinding).
-            transport = None if self.allowed_hosts else public_only_transport(self._resolver)
+            transport = self._transport
+            if not self.allowed_hosts:
+                transport = PublicOnlyTransport(transport, self._resolver)
             self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, transport=transport,
                                              trust_env=bool(self.allowed_hosts))
             self._client_loop = loop
@@ -250,6 +170,8 @@ class HttpCallbackSender:
             await check_callback_url(url, self.allowed_hosts, self._resolver)
         except CallbackRefused as exc:
             return Delivery(False, 0, reason=str(exc))
+        except CallbackUnresolvable:
+            pass  # each attempt resolves again; a failure there is a connection error, retried
         body = encode_body(payload)
         started = self._clock()
         attempts = 0
@@ -261,12 +183,11 @@ class HttpCallbackSender:
                 return Delivery(False, attempts, None, str(exc))
             if status is not None and 200 <= status < 300:
                 return Delivery(True, attempts, status)
-            retryable = status is None or status in RETRYABLE_STATUS or status >= 500
-            if not retryable:
+            if not is_retryable(status):
                 return Delivery(False, attempts, status, reason or f"receiver answered {status}")
-            if attempts > len(self.backoff):
+            if not self.retry.may_retry(attempts - 1):
                 return Delivery(False, attempts, status, f"gave up after {attempts} attempts: {reason}")
-            delay = retry_delay(attempts - 1, self.backoff, retry_after, self._rng)
+            delay = self.retry.delay(attempts - 1, retry_after, self._rng)
             if self._clock() + delay - started > self.deadline:
                 return Delivery(False, attempts, status, f"callback deadline reached: {reason}")
             log.info("callback.retry", extra={"attempt": attempts, "status": status, "delay_s": round(delay, 2)})
@@ -279,12 +200,17 @@ class HttpCallbackSender:
             "Authorization": authorization_header(self._secret or "", body, self._clock()),
         }
         try:
-            response = await self._http().post(url, content=body, headers=headers)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self._timeout):
+                async with self._http().stream("POST", url, content=body, headers=headers) as response:
+                    await _read_at_most(response, MAX_RESPONSE_BYTES)
+        except (TimeoutError, httpx.TimeoutException):
             return None, None, "timed out"
         except httpx.TransportError as exc:
             return None, None, f"connection failed ({type(exc).__name__})"
-        return response.status_code, _retry_after_seconds(response), f"receiver answered {response.status_code}"
+        except httpx.InvalidURL as exc:
+            raise CallbackRefused(f"callback_url cannot be used ({exc})") from exc
+        status = response.status_code
+        return status, retry_after_seconds(response.headers), f"receiver answered {status}"
 
 
 @dataclass

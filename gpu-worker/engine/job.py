@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from engine.callback_policy import parse_callback_url
 from engine.errors import InvalidKey, InvalidMessage, JobParseError
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
@@ -36,6 +37,12 @@ class Envelope(_Model):
     idempotency_prefix: Identifier
     callback_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
     items: list[EnvelopeItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        parse_callback_url(url)  # ValueError: refused here, before any work, not after it
+        return url
 
     @field_validator("items")
     @classmethod
@@ -99,15 +106,26 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def load_json(text: str) -> Any:
+    """JSON text to Python; ``JobParseError`` for anything json cannot or will not build (bad
+    syntax, nesting deeper than the interpreter's recursion limit, integers past Python's
+    digit limit)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JobParseError(f"job is not valid JSON ({exc.msg} at position {exc.pos})") from exc
+    except RecursionError as exc:
+        raise JobParseError("job JSON is nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise JobParseError("job JSON holds a number that cannot be read") from exc
+
+
 def unwrap_event(raw: Any) -> Any:
     """Accept a Runpod-style ``{"input": {...}}`` or the bare job; JSON text is decoded."""
     if isinstance(raw, (bytes, bytearray)):
         raw = raw.decode("utf-8", errors="replace")
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise JobParseError(f"job is not valid JSON ({exc.msg} at position {exc.pos})") from exc
+        raw = load_json(raw)
     if isinstance(raw, dict) and "input" in raw and "items" not in raw:
         raw = raw["input"]
     if not isinstance(raw, dict):
@@ -157,5 +175,6 @@ def instances_key(job: Job, idx: int) -> str:
     return f"masks/{job.user_id}/{job.job_id}/{idx}_instances.json"
 
 
-def idempotency_key(prefix: str, idx: int) -> str:
-    return f"{prefix}:{idx}:0"
+def idempotency_key(prefix: str, idx: int, status: Literal["done", "failed"]) -> str:
+    """Names the item's outcome (contract section 4): a ``done`` after a ``failed`` is a new key."""
+    return f"{prefix}:{idx}:0" if status == "done" else f"{prefix}:{idx}:0:failed"

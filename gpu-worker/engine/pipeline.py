@@ -220,7 +220,7 @@ class Pipeline:
 
     async def _deliver(self, envelope: Envelope, report: ItemReport, on_item_done: ItemListener | None) -> Delivery:
         idx_var.set(report.idx)
-        key = idempotency_key(envelope.idempotency_prefix, report.idx)
+        key = idempotency_key(envelope.idempotency_prefix, report.idx, report.status)
         try:
             delivery = await self.callbacks.send(envelope.callback_url, report.callback_payload(envelope.job_id, key), key)
         except Exception as exc:  # a sender bug must not lose the item's report

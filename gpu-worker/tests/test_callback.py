@@ -1,24 +1,32 @@
-"""Callbacks on the wire: body, headers, signature, retries, host policy (respx)."""
+"""Callbacks on the wire: body, headers, signature, retries, host policy.
+
+The sender takes its network as an injected ``httpx.MockTransport``; without an allowlist the
+sender still puts its ``PublicOnlyTransport`` on top, so the address policy is exercised too
+(the mock then sees the checked address in the URL and the URL's host in ``Host``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import random
 
 import httpx
 import pytest
-import respx
 
-from engine.callback import (HttpCallbackSender, authorization_header, check_callback_url, CallbackRefused,
-                             retry_delay, sign, verify_callback)
+from engine.callback import HttpCallbackSender, authorization_header, sign, verify_callback
+from engine.callback_policy import CallbackRefused, PublicOnlyTransport, check_callback_url
+from engine.retry import RetryPolicy
 
 SECRET = "s3cr3t-value"
 URL = "https://hooks.example.com/jobs/job_123/callback"
+PUBLIC = "93.184.216.34"
 PAYLOAD = {"job_id": "job_123", "idx": 0, "status": "done", "idempotency_key": "job_123:0:0"}
 
 
 async def public_resolver(host: str, port: int) -> list[str]:
-    return ["93.184.216.34"]
+    return [PUBLIC]
 
 
 class FakeClock:
@@ -34,10 +42,30 @@ class FakeClock:
         self.now += seconds + 1  # +1: each attempt lands in a new second, so its stamp differs
 
 
-def sender(clock: FakeClock, **kw) -> HttpCallbackSender:
+class Receiver:
+    """A mock network: answers in turn from ``answers`` (a response or an exception), then 200."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+        self.transport = httpx.MockTransport(self._handle)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if self.answers else httpx.Response(200)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def sender(clock: FakeClock, receiver: Receiver, **kw) -> HttpCallbackSender:
     kw.setdefault("backoff", [5, 30, 300])
     return HttpCallbackSender(SECRET, sleep=clock.sleep, clock=clock, resolver=public_resolver,
-                              rng=random.Random(1), **kw)
+                              rng=random.Random(1), transport=receiver.transport, **kw)
+
+
+def stamp(request: httpx.Request) -> int:
+    return int(request.headers["Authorization"].split(" ")[1].split(".")[0])
 
 
 def test_signature_round_trip_and_rejections():
@@ -51,82 +79,74 @@ def test_signature_round_trip_and_rejections():
     assert not verify_callback(body, header, "other", now=1000), "other secret"
     assert not verify_callback(body, None, SECRET, now=1000)
     assert not verify_callback(body, "Bearer abc.def", SECRET, now=1000)
+    assert verify_callback(body, header.upper().replace("BEARER", "Bearer"), SECRET, now=1000), "hex in capitals"
     # The exact scheme: hex HMAC-SHA256 over b"<t>." + body.
-    import hashlib, hmac
     assert sign(SECRET, 1000, body) == hmac.new(SECRET.encode(), b"1000." + body, hashlib.sha256).hexdigest()
 
 
-@respx.mock
 async def test_headers_body_and_signature_on_the_wire():
-    clock = FakeClock()
-    route = respx.post(URL).mock(return_value=httpx.Response(204))
-    delivery = await sender(clock).send(URL, PAYLOAD, "job_123:0:0")
+    clock, receiver = FakeClock(), Receiver(httpx.Response(204))
+    delivery = await sender(clock, receiver).send(URL, PAYLOAD, "job_123:0:0")
     assert delivery.delivered and delivery.attempts == 1
-    request = route.calls.last.request
+    [request] = receiver.requests
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["Idempotency-Key"] == "job_123:0:0"
+    assert request.headers["Host"] == "hooks.example.com"
+    assert request.url.host == PUBLIC and request.extensions["sni_hostname"] == "hooks.example.com"
     assert json.loads(request.content) == PAYLOAD
     assert verify_callback(request.content, request.headers["Authorization"], SECRET, now=clock.now)
     assert request.headers["Authorization"].startswith(f"Bearer {int(clock.now)}.")
 
 
-@respx.mock
 @pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503])
 async def test_retryable_statuses_are_retried_and_each_attempt_signed_afresh(status):
-    clock = FakeClock()
-    route = respx.post(URL).mock(side_effect=[httpx.Response(status), httpx.Response(status), httpx.Response(200)])
-    delivery = await sender(clock).send(URL, PAYLOAD, "job_123:0:0")
+    clock, receiver = FakeClock(), Receiver(httpx.Response(status), httpx.Response(status))
+    delivery = await sender(clock, receiver).send(URL, PAYLOAD, "job_123:0:0")
     assert delivery.delivered and delivery.attempts == 3
     assert len(clock.sleeps) == 2 and 0 <= clock.sleeps[0] <= 5 and 0 <= clock.sleeps[1] <= 30
-    stamps = [c.request.headers["Authorization"].split(" ")[1].split(".")[0] for c in route.calls]
-    assert len(set(stamps)) == 3, "each attempt carries its own timestamp"
-    for call in route.calls:
-        t = int(call.request.headers["Authorization"].split(" ")[1].split(".")[0])
-        assert verify_callback(call.request.content, call.request.headers["Authorization"], SECRET, now=t)
+    assert len({stamp(r) for r in receiver.requests}) == 3, "each attempt carries its own timestamp"
+    for request in receiver.requests:
+        assert verify_callback(request.content, request.headers["Authorization"], SECRET, now=stamp(request))
 
 
-@respx.mock
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 422, 301, 302])
 async def test_final_statuses_are_not_retried(status):
     clock = FakeClock()
-    route = respx.post(URL).mock(return_value=httpx.Response(status, headers={"Location": "http://169.254.169.254/"}))
-    delivery = await sender(clock).send(URL, PAYLOAD, "k")
+    receiver = Receiver(httpx.Response(status, headers={"Location": "http://169.254.169.254/"}))
+    delivery = await sender(clock, receiver).send(URL, PAYLOAD, "k")
     assert not delivery.delivered and delivery.status == status
-    assert route.call_count == 1 and clock.sleeps == []
+    assert len(receiver.requests) == 1 and clock.sleeps == []
 
 
-@respx.mock
 async def test_connection_errors_and_timeouts_retry_then_give_up():
     clock = FakeClock()
-    route = respx.post(URL).mock(side_effect=[httpx.ConnectError("refused"), httpx.ReadTimeout("slow"),
-                                              httpx.ConnectError("refused"), httpx.ConnectError("refused")])
-    delivery = await sender(clock).send(URL, PAYLOAD, "k")
-    assert not delivery.delivered and delivery.attempts == 4 and route.call_count == 4
+    receiver = Receiver(httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.ConnectError("refused"),
+                        httpx.ConnectError("refused"))
+    delivery = await sender(clock, receiver).send(URL, PAYLOAD, "k")
+    assert not delivery.delivered and delivery.attempts == 4 and len(receiver.requests) == 4
     assert len(clock.sleeps) == 3
 
 
-@respx.mock
 async def test_retry_after_is_honoured_up_to_the_largest_delay():
     clock = FakeClock()
-    respx.post(URL).mock(side_effect=[httpx.Response(429, headers={"Retry-After": "120"}),
-                                      httpx.Response(503, headers={"Retry-After": "100000"}),
-                                      httpx.Response(200)])
-    delivery = await sender(clock).send(URL, PAYLOAD, "k")
+    receiver = Receiver(httpx.Response(429, headers={"Retry-After": "120"}),
+                        httpx.Response(503, headers={"Retry-After": "100000"}))
+    delivery = await sender(clock, receiver).send(URL, PAYLOAD, "k")
     assert delivery.delivered
     assert clock.sleeps[0] == 120 and clock.sleeps[1] == 300
 
 
-@respx.mock
 async def test_deadline_stops_retrying():
     clock = FakeClock()
-    respx.post(URL).mock(return_value=httpx.Response(503, headers={"Retry-After": "250"}))
-    delivery = await sender(clock, deadline=400).send(URL, PAYLOAD, "k")
+    receiver = Receiver(*[httpx.Response(503, headers={"Retry-After": "250"})] * 4)
+    delivery = await sender(clock, receiver, deadline=400).send(URL, PAYLOAD, "k")
     assert not delivery.delivered and "deadline" in delivery.reason and delivery.attempts == 2
 
 
 def test_full_jitter_stays_within_the_base_delay():
     rng = random.Random(7)
-    delays = [retry_delay(1, [5, 30, 300], None, rng) for _ in range(200)]
+    policy = RetryPolicy((5, 30, 300), jitter=True)
+    delays = [policy.delay(1, None, rng) for _ in range(200)]
     assert all(0 <= d <= 30 for d in delays) and max(delays) > 20 and min(delays) < 10
 
 
@@ -147,7 +167,7 @@ async def test_refused_urls_without_an_allowlist(url, reason):
 
 async def test_hostname_resolving_to_a_private_address_is_refused():
     async def rebinding(host, port):
-        return ["93.184.216.34", "10.1.2.3"]
+        return [PUBLIC, "10.1.2.3"]
 
     with pytest.raises(CallbackRefused):
         await check_callback_url(URL, [], rebinding)
@@ -162,17 +182,27 @@ async def test_allowlist_admits_only_its_hosts_and_allows_http():
         await check_callback_url("http://127.0.0.1:9999/cb", ["127.0.0.1:8080"])
 
 
-@respx.mock(assert_all_called=False)
 async def test_no_request_reaches_a_refused_host():
-    route = respx.route().mock(return_value=httpx.Response(200))
-    clock = FakeClock()
-    delivery = await sender(clock).send("https://169.254.169.254/x", PAYLOAD, "k")
-    assert not delivery.delivered and delivery.attempts == 0 and route.call_count == 0
+    clock, receiver = FakeClock(), Receiver()
+    delivery = await sender(clock, receiver).send("https://169.254.169.254/x", PAYLOAD, "k")
+    assert not delivery.delivered and delivery.attempts == 0 and receiver.requests == []
 
 
 async def test_missing_secret_is_undelivered_with_a_reason_and_no_request():
-    delivery = await HttpCallbackSender(None).send(URL, PAYLOAD, "k")
-    assert not delivery.delivered and "GPU_CALLBACK_SECRET" in delivery.reason
+    receiver = Receiver()
+    delivery = await HttpCallbackSender(None, transport=receiver.transport).send(URL, PAYLOAD, "k")
+    assert not delivery.delivered and "GPU_CALLBACK_SECRET" in delivery.reason and receiver.requests == []
+
+
+async def test_a_host_that_does_not_resolve_is_retried_as_a_connection_error():
+    async def nowhere(host: str, port: int) -> list[str]:
+        raise OSError("Name or service not known")
+
+    clock, receiver = FakeClock(), Receiver()
+    delivery = await HttpCallbackSender(SECRET, backoff=[1, 1], sleep=clock.sleep, clock=clock, resolver=nowhere,
+                                        transport=receiver.transport).send(URL, PAYLOAD, "k")
+    assert not delivery.delivered and delivery.attempts == 3 and "ConnectError" in delivery.reason
+    assert receiver.requests == [] and len(clock.sleeps) == 2
 
 
 async def test_dns_rebinding_is_refused_where_the_connection_is_made():
@@ -180,7 +210,7 @@ async def test_dns_rebinding_is_refused_where_the_connection_is_made():
     the connection is refused, nothing reaches the host on that address, and it is not retried."""
     from engine.receiver import LoopbackReceiver
 
-    answers = [["93.184.216.34"]]
+    answers = [[PUBLIC]]
 
     async def rebinding(host: str, port: int) -> list[str]:
         return answers.pop(0) if answers else ["127.0.0.1"]
@@ -196,18 +226,19 @@ async def test_dns_rebinding_is_refused_where_the_connection_is_made():
 async def test_connections_go_to_the_checked_address_with_the_url_host_kept():
     """The transport connects to the address it checked (here a loopback receiver, admitted by a
     test policy), while the request still names the URL's host."""
-    from engine.callback import public_only_transport
     from engine.receiver import LoopbackReceiver
 
     async def to_loopback(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
 
-    body = b'{"x": 1}'
+    body = json.dumps(PAYLOAD).encode()
     with LoopbackReceiver(SECRET) as receiver:
-        transport = public_only_transport(to_loopback, allow=lambda address: address == "127.0.0.1")
+        transport = PublicOnlyTransport(resolver=to_loopback, allow=lambda address: address == "127.0.0.1")
         async with httpx.AsyncClient(transport=transport) as client:
             response = await client.post(f"http://receiver.example.com:{receiver.port}/cb", content=body,
-                                         headers={"Authorization": authorization_header(SECRET, body)})
+                                         headers={"Authorization": authorization_header(SECRET, body),
+                                                  "Idempotency-Key": PAYLOAD["idempotency_key"]})
     assert response.status_code == 200
     assert [(r.path, r.headers["Host"], r.body) for r in receiver.received] == [
         ("/cb", f"receiver.example.com:{receiver.port}", body)]
+
