@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from engine.errors import JobParseError
 from engine.job import unwrap_event
 from engine.receiver import LoopbackReceiver
+from engine.report import JobResult
 from engine.segmenter import FileMaskSegmenter, UnavailableSegmenter
 from engine.settings import PACKAGE_DIR, Settings
 from engine.storage import LocalStorage
@@ -79,7 +80,7 @@ async def run_event_file(path: Path, settings: Settings) -> int:
 
     say()
     say("Result:")
-    say(json.dumps(result, indent=2))
+    say(json.dumps(result.to_dict(), indent=2))
     if isinstance(pipeline.storage, LocalStorage):
         _show_files(pipeline.storage, job, result)
     if receiver is not None:
@@ -90,13 +91,12 @@ async def run_event_file(path: Path, settings: Settings) -> int:
             state = "signature verified" if cb.verified else "SIGNATURE INVALID"
             say(f"  idx {payload.get('idx')}: {payload.get('status')} ({payload.get('error_code') or 'ok'}), "
                 f"Idempotency-Key {cb.headers.get('Idempotency-Key')}, {state}")
-    undelivered = [i["idx"] for i in result.get("items", []) if i.get("callback") != "delivered"]
-    if undelivered:
-        say(f"Callbacks NOT delivered for items {undelivered} (see the callback.end log lines for why).")
-    return 1 if "error" in result else 0
+    if result.undelivered:
+        say(f"Callbacks NOT delivered for items {result.undelivered} (see the callback.end log lines for why).")
+    return 1 if result.error is not None else 0
 
 
-def _show_files(storage: LocalStorage, job: dict[str, Any], result: dict[str, Any]) -> None:
+def _show_files(storage: LocalStorage, job: dict[str, Any], result: JobResult) -> None:
     user, job_id = job.get("user_id"), job.get("job_id")
     say()
     say(f"Files in the local store ({storage.root}):")

@@ -81,6 +81,7 @@ from adapters.queue_api import (HTTP_TIMEOUT_SEC, QueueApiError, QueueClient, Qu
 from engine.callback_policy import (CallbackRefused, CallbackUnresolvable, Resolver, check_callback_url,
                                     resolve_host)
 from engine.errors import JobParseError
+from engine.report import JobResult
 from engine.retry import RetryPolicy
 from engine.settings import Settings
 
@@ -99,9 +100,9 @@ __all__ = ["QueueApiError", "QueueClient", "QueueMessage", "ServeStats", "decide
 
 
 class JobRunner(Protocol):
-    """What the adapter needs from the pipeline: one job in, contract section 5's answer out."""
+    """What the adapter needs from the pipeline: one job in, its typed result out."""
 
-    async def run_job(self, raw: Any) -> dict[str, Any]: ...
+    async def run_job(self, raw: Any) -> JobResult: ...
 
 
 # -- what to do with a message after its job -----------------------------------------------------
@@ -110,19 +111,14 @@ class JobRunner(Protocol):
 Action = Literal["ack", "retry", "drop"]
 
 
-def decide(result: Any) -> tuple[Action, str]:
-    """ack: every item reported; drop: the job cannot be parsed; retry: anything else."""
-    if not isinstance(result, dict):
-        return "retry", "the runner gave no answer"
-    items = result.get("items")
-    if "error" in result and items is None:
-        return "drop", str(result["error"])
-    if not isinstance(items, list):
-        return "retry", "the runner's answer has no items"
-    undelivered = sum(1 for item in items if not isinstance(item, dict) or item.get("callback") != "delivered")
+def decide(result: JobResult) -> tuple[Action, str]:
+    """ack: every item reported; drop: the job cannot be parsed; retry: a callback undelivered."""
+    if result.error is not None:
+        return "drop", result.error
+    undelivered = result.undelivered
     if undelivered:
-        return "retry", f"{undelivered} of {len(items)} callbacks undelivered"
-    return "ack", f"job {result.get('status', 'finished')}, every callback delivered"
+        return "retry", f"{len(undelivered)} of {len(result.items)} callbacks undelivered"
+    return "ack", f"job {result.status}, every callback delivered"
 
 
 @dataclass

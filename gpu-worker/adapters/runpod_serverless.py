@@ -13,8 +13,9 @@ from typing import Any
 
 import runpod
 
-from engine.pipeline import ItemReport, Pipeline
 from engine.callback import Delivery
+from engine.pipeline import Pipeline
+from engine.report import ItemReport
 from engine.settings import Settings
 from engine.wiring import build_pipeline
 
@@ -29,7 +30,7 @@ def make_handler(pipeline: Pipeline):
             if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):  # only on Runpod, not in local tests
                 runpod.serverless.progress_update(job, {"items_finished": len(finished), "items_total": total})
 
-        result = await pipeline.run_job(job.get("input"), on_item_done=progress)
+        result = (await pipeline.run_job(job.get("input"), on_item_done=progress)).to_dict()
         if pipeline.needs_fresh_worker or pipeline.stopping:
             result["refresh_worker"] = True  # the SDK pops this, reports the job, then stops this worker
         return result

@@ -378,7 +378,7 @@ async def bench_pipeline(segmenter, settings, args) -> dict:
     timed = BusyClock(segmenter)
     pipeline = build_pipeline(settings, segmenter=timed)
     started = time.perf_counter()
-    result = await pipeline.run_job(job("job_pipeline", args.photos, args.receiver, args.in_flight))
+    result = (await pipeline.run_job(job("job_pipeline", args.photos, args.receiver, args.in_flight))).to_dict()
     wall = time.perf_counter() - started
     assert result["status"] == "completed", result
     return {"wall_s": wall, "photos_per_s": args.photos / wall, "stages": pipeline.stages.seconds,

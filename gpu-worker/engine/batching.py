@@ -2,11 +2,14 @@
 
 Requests that arrive while the device is busy wait in a queue; when it frees up, up to
 ``max_batch`` of them with the same concepts go in one ``Segmenter.segment`` call. Nothing
-waits on a timer: a lone photo is segmented at once. A segmenter with ``segment_each`` hands
-over each photo's masks as soon as they are ready, and its photo moves on (edits, encoding)
-while the rest of the batch finishes. When a batch runs out of GPU memory the photos it had
-not finished are retried one at a time, so only a photo that fails alone is reported
-``GPU_OUT_OF_MEMORY``.
+waits on a timer: a lone photo is segmented at once. Photos of every job the worker runs share
+the queue, so small jobs' photos share batches. ``Segmenter.segment_each`` hands over each
+photo's masks as soon as they are ready, and its photo moves on (edits, encoding) while the
+rest of the batch finishes. When a batch fails (out of GPU memory, or a photo the model chokes
+on) the photos it had not finished are retried one at a time, so only a photo that fails alone
+is reported failed and its batch mates are not; a ``DeviceFailure`` (the GPU context is gone)
+fails the whole batch at once, as retrying on that device cannot help. A photo whose item was
+stopped while it waited is dropped from the queue.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.errors import GpuOutOfMemory, SegmentationError
+from engine.errors import DeviceFailure, GpuOutOfMemory, SegmentationError
 from engine.segmenter import Segmentation, SegmentRequest, Segmenter
 from presets import Concept
 
@@ -46,6 +49,9 @@ class SegmentBatcher:
         return await future
 
     def _next_batch(self) -> list[_Pending]:
+        self._pending = [p for p in self._pending if not p.future.done()]  # stopped while waiting
+        if not self._pending:
+            return []
         first = self._pending[0]
         batch = [p for p in self._pending if p.concepts == first.concepts][: self.max_batch]
         for p in batch:
@@ -53,25 +59,25 @@ class SegmentBatcher:
         return batch
 
     async def _drain(self) -> None:
-        while self._pending:
-            batch = self._next_batch()
+        while batch := self._next_batch():
             self.batch_sizes.append(len(batch))
             try:
                 await self._run(batch)
-            except GpuOutOfMemory:
+            except DeviceFailure as exc:
+                raise_into(batch, exc)
+            except Exception as exc:  # noqa: BLE001 - handed to the items that wait, or retried alone
                 unfinished = [p for p in batch if not p.future.done()]
                 if len(batch) == 1:
-                    raise_into(batch, GpuOutOfMemory("the photo does not fit in GPU memory"))
+                    raise_into(batch, GpuOutOfMemory("the photo does not fit in GPU memory")
+                               if isinstance(exc, GpuOutOfMemory) else exc)
                     continue
-                log.warning("segment.batch_oom_retry_single", extra={"batch": len(batch), "unfinished": len(unfinished)})
+                log.warning("segment.batch_failed_retry_single",
+                            extra={"batch": len(batch), "unfinished": len(unfinished), "error": type(exc).__name__})
                 for one in unfinished:
                     try:
                         await self._run([one])
-                    except Exception as exc:  # noqa: BLE001 - handed to the item that waits
-                        raise_into([one], exc)
-                continue
-            except Exception as exc:  # noqa: BLE001 - handed to every item that waits
-                raise_into(batch, exc)
+                    except Exception as alone:  # noqa: BLE001 - handed to the item that waits
+                        raise_into([one], alone)
 
     async def _run(self, batch: list[_Pending]) -> None:
         """Segment ``batch`` in a worker thread, resolving each photo's future as its masks arrive."""
@@ -80,15 +86,16 @@ class SegmentBatcher:
         concepts = batch[0].concepts
 
         def work() -> None:
-            each = getattr(self.segmenter, "segment_each", None)
-            results = each(requests, concepts) if each else iter(self.segmenter.segment(requests, concepts))
+            results = self.segmenter.segment_each(requests, concepts)
             handed = 0
             try:
                 for pending, result in zip(batch, results):
                     loop.call_soon_threadsafe(_set_result, pending.future, result)
                     handed += 1
             finally:  # a generator left suspended would hold the segmenter's lock until collected
-                getattr(results, "close", lambda: None)()
+                close = getattr(results, "close", None)  # any iterator will do; generators close
+                if close is not None:
+                    close()
             if handed != len(batch):
                 raise SegmentationError(f"the segmenter returned {handed} results for {len(batch)} photos")
 

@@ -1,25 +1,29 @@
-"""The worker's exceptions, one tree, each leaf carrying the contract's error code.
+"""The worker's exceptions, one tree; each class carries the contract's error code.
 
-    WorkerError (INTERNAL_ERROR)
-    ├── JobParseError              the job cannot be parsed at all -> {"error": ...}, no callbacks
-    ├── InvalidMessage             INVALID_MESSAGE   usable envelope, bad rules
-    ├── InvalidKey                 INVALID_KEY       a key outside the caller's prefixes
-    ├── InputError
-    │   ├── InputNotFound          INPUT_NOT_FOUND
-    │   ├── InputTooLarge          INPUT_TOO_LARGE
-    │   └── UnsupportedImage       UNSUPPORTED_IMAGE
-    ├── StorageError               STORAGE_ERROR
-    ├── SegmentationError          SEGMENTATION_ERROR
+    WorkerError                      INTERNAL_ERROR
+    ├── JobParseError                INVALID_MESSAGE    no usable envelope: {"error": ...}, no callbacks
+    ├── InvalidMessage               INVALID_MESSAGE    usable envelope, bad job or rules
+    ├── InvalidKey                   INVALID_KEY        a key outside the caller's prefixes
+    ├── InputError                   UNSUPPORTED_IMAGE
+    │   ├── InputNotFound            INPUT_NOT_FOUND
+    │   ├── InputTooLarge            INPUT_TOO_LARGE
+    │   └── UnsupportedImage         UNSUPPORTED_IMAGE
+    ├── StorageError                 STORAGE_ERROR
+    ├── SegmentationError            SEGMENTATION_ERROR
     │   ├── SegmentationUnavailable  SEGMENTATION_UNAVAILABLE
     │   ├── GpuOutOfMemory           GPU_OUT_OF_MEMORY
     │   └── DeviceFailure            SEGMENTATION_ERROR, and the process needs a fresh GPU
-    ├── MasksNotFound              MASKS_NOT_FOUND
-    ├── WorkerTimeout              TIMEOUT
-    └── ShuttingDown               INTERNAL_ERROR    the worker stopped before the item started
+    ├── MasksNotFound                MASKS_NOT_FOUND
+    ├── WorkerTimeout                TIMEOUT
+    ├── ShuttingDown                 INTERNAL_ERROR     the worker stopped before the item started
+    └── QueueApiError                INTERNAL_ERROR     (adapters/queue_pull.py) the queue API failed;
+                                                        never an item's outcome
 
-Adapters (storage, segmenter, callback, platform) turn their libraries' errors into these at
-their edge with ``raise ... from exc``; the pipeline maps any exception to a code in one place,
-``error_code_of``. Messages are short and for humans: no stack traces, secrets or paths.
+Python's own ``TimeoutError`` (``ITEM_TIMEOUT_SEC``) maps to ``TIMEOUT`` and any other exception
+to ``INTERNAL_ERROR`` without its text. Adapters (storage, segmenter, callback, platform) turn
+their libraries' errors into these at their edge with ``raise ... from exc``; the pipeline maps
+any exception to a code in one place, ``error_code_of``. Messages are short and for humans: no
+stack traces, secrets or paths.
 """
 
 from __future__ import annotations
@@ -89,6 +93,10 @@ class WorkerTimeout(WorkerError):
     code = "TIMEOUT"
 
 
+class ShuttingDown(WorkerError):
+    """The worker received SIGTERM before this item started; the job can be resubmitted."""
+
+
 def error_code_of(exc: BaseException) -> tuple[str, str]:
     """(code, human message) for any exception; unknown ones never leak their text."""
     if isinstance(exc, WorkerError):
@@ -96,7 +104,3 @@ def error_code_of(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, TimeoutError):
         return "TIMEOUT", "the item did not finish in time"
     return "INTERNAL_ERROR", "internal error while processing the item"
-
-
-class ShuttingDown(WorkerError):
-    """The worker received SIGTERM before this item started; the job can be resubmitted."""

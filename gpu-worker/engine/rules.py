@@ -108,8 +108,6 @@ def make_plan(job: Job) -> Plan:
         raise InvalidMessage(
             f"unknown concept(s) for preset {preset.name}: {', '.join(dict.fromkeys(unknown))}"
         )
-    if job.stage != "segment" and not job.concepts:
-        raise InvalidMessage("concepts is empty: nothing to apply")
     rules = tuple(
         PlannedRule(
             concept=name,

@@ -49,7 +49,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
 from engine.errors import GpuOutOfMemory, SegmentationError, SegmentationUnavailable
-from engine.segmenter import ConceptMasks, Instance, Segmentation, SegmentRequest
+from engine.segmenter import ConceptMasks, Instance, Segmentation, SegmenterBase, SegmentRequest
 from engine.settings import Settings
 from presets import Concept
 
@@ -195,7 +195,7 @@ class _Kept:
     logits: torch.Tensor  # (rows, h, w) low-resolution mask logits
 
 
-class Sam3Segmenter:
+class Sam3Segmenter(SegmenterBase):
     """The ``Segmenter`` protocol on a loaded ``Sam3Model``. Thread-safe (one call at a time)."""
 
     def __init__(

@@ -2,8 +2,11 @@
 
 ``Segmenter.segment`` takes a batch of photos (RGB uint8, already at the result's size) and the
 concepts to find, and returns one ``Segmentation`` per photo: for each concept its instances and
-their union, all as boolean masks at the photo's size. It is synchronous and blocking (GPU work);
-the pipeline calls it from a worker thread.
+their union, all as boolean masks at the photo's size. ``segment_each`` does the same but hands
+each photo's masks over as soon as they are ready (the batcher lets that photo move on while the
+rest of its batch finishes); ``SegmenterBase`` gives every segmenter a ``segment_each`` that
+yields ``segment``'s results. Both are synchronous and blocking (GPU work); the pipeline calls
+them from a worker thread.
 
 Implementations: ``Sam3Segmenter`` (engine/sam3.py) and ``FileMaskSegmenter`` here, a test double
 that serves masks stored as PNG files.
@@ -11,7 +14,8 @@ that serves masks stored as PNG files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -92,6 +96,18 @@ class SegmentRequest:
 class Segmenter(Protocol):
     def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]: ...
 
+    def segment_each(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> Iterator[Segmentation]: ...
+
+
+class SegmenterBase(ABC):
+    """What every segmenter shares; a subclass that can stream overrides ``segment_each``."""
+
+    @abstractmethod
+    def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]: ...
+
+    def segment_each(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> Iterator[Segmentation]:
+        yield from self.segment(requests, concepts)
+
 
 def bbox_of(mask: np.ndarray) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
@@ -116,7 +132,7 @@ def instances_from_union(union: np.ndarray, multi_instance: bool, score: float =
     return instances
 
 
-class FileMaskSegmenter:
+class FileMaskSegmenter(SegmenterBase):
     """Serves ``{root}/{image_id without extension}/{Concept}.png`` (any nonzero pixel is in).
 
     A concept with no file gets an empty mask; a photo with no folder at all is
@@ -155,7 +171,7 @@ class FileMaskSegmenter:
         return result
 
 
-class UnavailableSegmenter:
+class UnavailableSegmenter(SegmenterBase):
     """Stands in when no model could be loaded: segmentation fails, ``apply`` jobs still run."""
 
     def __init__(self, reason: str) -> None:

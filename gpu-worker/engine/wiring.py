@@ -1,15 +1,22 @@
-"""Builds the real pipeline from settings: cold-start work happens here, once per process."""
+"""Builds every part of the worker from settings: cold-start work happens here, once per process.
+
+``Pipeline`` loads nothing itself: it receives its storage, segmenter, callback sender, edit
+back end, inpainter and JPEG decode device from here (tests hand it doubles instead).
+"""
 
 from __future__ import annotations
 
 import logging
 
 from engine.callback import HttpCallbackSender
+from engine.edits.backend import Backend, choose_backend
+from engine.edits.remove import Inpainter, choose_inpainter
 from engine.errors import SegmentationUnavailable
 from engine.pipeline import Pipeline
+from engine.postprocess import gpu_jpeg_device
 from engine.segmenter import FileMaskSegmenter, Segmenter, UnavailableSegmenter
 from engine.settings import Settings
-from engine.storage import storage_from_settings
+from engine.storage import Storage, storage_from_settings
 
 log = logging.getLogger("worker.setup")
 
@@ -39,10 +46,22 @@ def build_callback_sender(settings: Settings) -> HttpCallbackSender:
     )
 
 
-def build_pipeline(settings: Settings, *, segmenter: Segmenter | None = None) -> Pipeline:
+def build_edit_backend(settings: Settings) -> Backend:
+    return choose_backend(settings.apply_backend)
+
+
+def build_inpainter(settings: Settings) -> Inpainter:
+    return choose_inpainter(settings.inpaint_model, settings.model_cache_dir)
+
+
+def build_pipeline(settings: Settings, *, segmenter: Segmenter | None = None,
+                   storage: Storage | None = None) -> Pipeline:
     return Pipeline(
         settings,
-        storage_from_settings(settings),
+        storage if storage is not None else storage_from_settings(settings),
         segmenter if segmenter is not None else build_segmenter(settings),
         build_callback_sender(settings),
+        edit_backend=build_edit_backend(settings),
+        inpainter=build_inpainter(settings),
+        jpeg_device=gpu_jpeg_device(settings.gpu_jpeg_decode),
     )

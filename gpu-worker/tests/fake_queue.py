@@ -20,6 +20,7 @@ import httpx
 
 from adapters import queue_pull
 from adapters.queue_pull import QueueClient, serve
+from engine.report import ItemReport, ItemResult, JobResult
 from engine.settings import Settings
 
 TOKEN = "cf-token-SECRET-do-not-log-0123456789"
@@ -132,23 +133,23 @@ class FakeQueue:
                             "warnings": []})
 
 
-def completed(raw: dict[str, Any], callback: str = "delivered", status: str = "done") -> dict[str, Any]:
-    items = [{"idx": item["idx"], "status": status, "output_key": None, "preview_key": None, "error": None,
-              "error_code": None, "callback": callback} for item in raw["items"]]
-    return {"job_id": raw["job_id"], "status": "completed" if status == "done" else "failed", "items": items}
+def completed(raw: dict[str, Any], status: str = "done", undelivered: tuple[int, ...] = ()) -> JobResult:
+    items = [ItemResult(ItemReport(item["idx"], status, error_code=None if status == "done" else "TIMEOUT"),
+                        item["idx"] not in undelivered) for item in raw["items"]]
+    return JobResult.of(raw["job_id"], items)
 
 
 class FakeRunner:
     """Stands in for the pipeline: records each job, how many ran at once, and when each was reported."""
 
-    def __init__(self, answer: Callable[[Any], dict[str, Any]] = completed) -> None:
+    def __init__(self, answer: Callable[[Any], JobResult] = completed) -> None:
         self.answer = answer
         self.jobs: list[Any] = []
         self.reported: list[str] = []
         self.running = 0
         self.max_running = 0
 
-    async def run_job(self, raw: Any) -> dict[str, Any]:
+    async def run_job(self, raw: Any) -> JobResult:
         self.jobs.append(raw)
         self.running += 1
         self.max_running = max(self.max_running, self.running)
@@ -195,7 +196,5 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition never became true")
 
 
-def undelivered_second_item(raw: dict[str, Any]) -> dict[str, Any]:
-    result = completed(raw)
-    result["items"][1]["callback"] = "undelivered"
-    return result
+def undelivered_second_item(raw: dict[str, Any]) -> JobResult:
+    return completed(raw, undelivered=(raw["items"][1]["idx"],))

@@ -61,7 +61,7 @@ def pipeline(tmp_path):
 ])
 async def test_unparseable_jobs_get_an_error_naming_the_fields(tmp_path, raw, names):
     p, sender, storage = pipeline(tmp_path)
-    result = await p.run_job(raw)
+    result = (await p.run_job(raw)).to_dict()
     assert set(result) == {"error"}
     for name in names:
         assert name in result["error"]
@@ -88,7 +88,7 @@ async def test_unparseable_jobs_get_an_error_naming_the_fields(tmp_path, raw, na
 ])
 async def test_bad_rules_fail_every_item_with_invalid_message(tmp_path, overrides, fragment):
     p, sender, storage = pipeline(tmp_path)
-    result = await p.run_job(make_job(3, **overrides))
+    result = (await p.run_job(make_job(3, **overrides))).to_dict()
     assert result["status"] == "failed"
     assert [i["error_code"] for i in result["items"]] == ["INVALID_MESSAGE"] * 3
     assert fragment in result["items"][0]["error"]
@@ -115,7 +115,7 @@ async def test_keys_outside_the_callers_prefixes_fail_with_invalid_key_before_an
     p, sender, storage = pipeline(tmp_path)
     job = make_job(1)
     job["items"][0][key_field] = key
-    result = await p.run_job(job)
+    result = (await p.run_job(job)).to_dict()
     assert result["items"][0]["error_code"] == "INVALID_KEY"
     assert storage.calls == []
     assert sender.sent[0][1]["error_code"] == "INVALID_KEY"

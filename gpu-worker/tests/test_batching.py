@@ -8,8 +8,8 @@ import threading
 import numpy as np
 
 from engine.batching import SegmentBatcher
-from engine.errors import GpuOutOfMemory
-from engine.segmenter import SegmentRequest
+from engine.errors import DeviceFailure, GpuOutOfMemory, SegmentationError
+from engine.segmenter import SegmenterBase, SegmentRequest
 from presets import Concept
 
 CONCEPTS = [Concept("Wall", "wall", 0.5, False)]
@@ -61,12 +61,71 @@ async def test_out_of_memory_mid_batch_retries_only_the_unfinished_photos():
 
 
 async def test_a_segmenter_that_returns_too_few_results_fails_the_rest_clearly():
-    class Short:
+    class Short(SegmenterBase):
+        """Drops the last photo's result (alone: the photo's only one)."""
+
         def segment(self, requests, concepts):
-            return [{"photo": requests[0].image_id}]
+            return [{"photo": r.image_id} for r in requests[:-1]]
 
     batcher = SegmentBatcher(Short(), max_batch=2)
     tasks = [asyncio.create_task(batcher.segment(request(n), CONCEPTS)) for n in "ab"]
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert results[0] == {"photo": "a"}
-    assert "returned 1 results for 2 photos" in str(results[1])
+    assert "returned 0 results for 1 photos" in str(results[1])
+
+
+class ChokesOn(SegmenterBase):
+    """Fails any call that holds the photo named ``bad`` with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls: list[list[str]] = []
+
+    def segment(self, requests, concepts):
+        self.calls.append([r.image_id for r in requests])
+        if any(r.image_id == "bad" for r in requests):
+            raise self.error
+        return [{"photo": r.image_id} for r in requests]
+
+
+async def test_a_photo_the_model_chokes_on_does_not_fail_its_batch_mates():
+    segmenter = ChokesOn(SegmentationError("SAM3 inference failed"))
+    batcher = SegmentBatcher(segmenter, max_batch=3)
+    tasks = [asyncio.create_task(batcher.segment(request(n), CONCEPTS)) for n in ("a", "bad", "c")]
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+    assert results[0] == {"photo": "a"} and results[2] == {"photo": "c"}
+    assert isinstance(results[1], SegmentationError) and not isinstance(results[1], GpuOutOfMemory)
+    assert segmenter.calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+
+
+async def test_a_device_failure_fails_the_whole_batch_without_retrying_on_that_device():
+    segmenter = ChokesOn(DeviceFailure("CUDA error: an illegal memory access was encountered"))
+    batcher = SegmentBatcher(segmenter, max_batch=3)
+    tasks = [asyncio.create_task(batcher.segment(request(n), CONCEPTS)) for n in ("a", "bad", "c")]
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+    assert all(isinstance(r, DeviceFailure) for r in results)
+    assert segmenter.calls == [["a", "bad", "c"]]
+
+
+async def test_a_photo_stopped_while_waiting_is_dropped_from_the_queue():
+    class HoldsFirst(ChokesOn):
+        def __init__(self) -> None:
+            super().__init__(RuntimeError("unused"))
+            self.release = threading.Event()
+
+        def segment(self, requests, concepts):
+            if not self.calls:
+                self.release.wait(5)
+            return super().segment(requests, concepts)
+
+    segmenter = HoldsFirst()
+    batcher = SegmentBatcher(segmenter, max_batch=1)
+    first = asyncio.create_task(batcher.segment(request("a"), CONCEPTS))
+    waiting = asyncio.create_task(batcher.segment(request("b"), CONCEPTS))
+    third = asyncio.create_task(batcher.segment(request("c"), CONCEPTS))
+    await asyncio.sleep(0)
+    waiting.cancel()  # while photo a holds the device
+    segmenter.release.set()
+    assert await asyncio.wait_for(first, 5) == {"photo": "a"}
+    assert await asyncio.wait_for(third, 5) == {"photo": "c"}
+    assert segmenter.calls == [["a"], ["c"]]

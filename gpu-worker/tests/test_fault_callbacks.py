@@ -107,9 +107,9 @@ async def test_done_after_a_failure_is_delivered_under_its_own_key(tmp_path):
         sender = HttpCallbackSender(SECRET, backoff=[0.01], allowed_hosts=["127.0.0.1"])
         pipeline = Pipeline(cfg, storage, FileMaskSegmenter(tmp_path / "masks"), sender)
         job = make_job(1, callback_url=f"{receiver.url}/jobs/job_123/callback")
-        first = await pipeline.run_job(job)
+        first = (await pipeline.run_job(job)).to_dict()
         storage._put("inputs/u_abc/job_123/0.jpg", jpeg_bytes(rgb), "image/jpeg", {})
-        second = await pipeline.run_job(job)
+        second = (await pipeline.run_job(job)).to_dict()
     assert [first["items"][0]["status"], second["items"][0]["status"]] == ["failed", "done"]
     keys = [(r.headers["Idempotency-Key"], r.payload["idempotency_key"], r.applied) for r in receiver.received]
     assert keys == [("job_123:0:0:failed", "job_123:0:0:failed", True), ("job_123:0:0", "job_123:0:0", True)]
@@ -252,6 +252,6 @@ async def test_malformed_callback_url_refused_at_parse_time(tmp_path, url):
 
     sender = RecordingCallbackSender()
     pipeline = Pipeline(cfg, NoReads(cfg.storage_local_dir), FileMaskSegmenter(tmp_path / "masks"), sender)
-    result = await pipeline.run_job(make_job(1, callback_url=url))
+    result = (await pipeline.run_job(make_job(1, callback_url=url))).to_dict()
     assert "callback_url" in result["error"] and sender.sent == []
 

@@ -24,7 +24,7 @@ from engine.callback import RecordingCallbackSender
 from engine.errors import DeviceFailure, GpuOutOfMemory, SegmentationError, StorageError
 from engine.logs import configure_logging
 from engine.pipeline import Pipeline
-from engine.segmenter import FileMaskSegmenter
+from engine.segmenter import FileMaskSegmenter, SegmenterBase
 from engine.storage import LocalStorage
 from tests.conftest import SECRET, make_job, make_settings
 
@@ -72,7 +72,7 @@ class FlakyStorage(LocalStorage):
         super()._put(key, data, content_type, metadata)
 
 
-class RaisingSegmenter:
+class RaisingSegmenter(SegmenterBase):
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
@@ -203,7 +203,7 @@ async def run_case(tmp_path: Path, case: Case) -> tuple[dict, LocalStorage, Reco
     sender = RecordingCallbackSender()
     pipeline = Pipeline(make_settings(**(case.settings or {})), storage, segmenter, sender)
     job = make_job(1, protect=["Window"], **(case.job or {}))
-    result = await pipeline.run_job(job)
+    result = (await pipeline.run_job(job)).to_dict()
     return result, storage, sender, pipeline
 
 

@@ -63,7 +63,7 @@ async def test_apply_with_a_tampered_instances_file_fails_with_masks_not_found(t
     doc = json.loads(storage.path_of(key).read_bytes())
     doc["concepts"]["Furniture"][0]["bbox"] = [0, 0, 1, 1]
     storage.path_of(key).write_text(json.dumps(doc))
-    result = await pipeline.run_job(make_job(stage="apply", concepts=concepts, protect=[]))
+    result = (await pipeline.run_job(make_job(stage="apply", concepts=concepts, protect=[]))).to_dict()
     assert result["items"][0]["error_code"] == "MASKS_NOT_FOUND"
 
 

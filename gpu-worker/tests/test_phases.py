@@ -10,6 +10,7 @@ import pytest
 
 from engine.callback import RecordingCallbackSender
 from engine.phases import PhaseGates
+from engine.segmenter import SegmenterBase
 from tests.conftest import make_job
 from tests.test_pipeline import build
 
@@ -55,7 +56,7 @@ async def test_phases_only_move_forward():
         await place.enter("fetch")
 
 
-class GatedSegmenter:
+class GatedSegmenter(SegmenterBase):
     """The file double, but each call waits until ``downloads`` reaches what the test expects
     (or a second passes), recording how many inputs had been downloaded while it ran."""
 
@@ -93,7 +94,7 @@ async def test_the_next_photo_downloads_while_the_device_segments(tmp_path):
 
     storage.get = recording_get
     pipeline.batcher.segmenter = gated = GatedSegmenter(segmenter, downloads)
-    result = await pipeline.run_job(make_job(3, batch_concurrency=1))
+    result = (await pipeline.run_job(make_job(3, batch_concurrency=1))).to_dict()
     assert result["status"] == "completed"
     assert gated.seen[0] == 2, f"photo 1 should download during photo 0's segmentation: {gated.seen}"
     assert gated.peak_active == 1
@@ -131,12 +132,12 @@ async def test_a_slow_upload_holds_decoding_back(tmp_path):
                 del uploading[item]
 
     storage.put, pipeline._segment = slow_put, counting_segment
-    result = await pipeline.run_job(make_job(5, batch_concurrency=2))
+    result = (await pipeline.run_job(make_job(5, batch_concurrency=2))).to_dict()
     assert result["status"] == "completed"
     assert peak == 2 and peak_uploading == 2
 
 
-class SlowSegmenter:
+class SlowSegmenter(SegmenterBase):
     def __init__(self, inner, seconds: float) -> None:
         self.inner, self.seconds = inner, seconds
 
@@ -151,12 +152,12 @@ async def test_waiting_for_a_slot_does_not_count_against_the_item_timeout(tmp_pa
     pipeline, _, segmenter, _ = build(tmp_path, photos=2, callbacks=RecordingCallbackSender(),
                                       item_timeout_sec=0.6, segment_max_batch=1)
     pipeline.batcher.segmenter = SlowSegmenter(segmenter, 0.35)
-    result = await pipeline.run_job(make_job(2, batch_concurrency=1))
+    result = (await pipeline.run_job(make_job(2, batch_concurrency=1))).to_dict()
     assert [i["status"] for i in result["items"]] == ["done", "done"], result
 
 
 async def test_an_item_whose_own_work_is_too_slow_still_times_out(tmp_path):
     pipeline, _, segmenter, _ = build(tmp_path, photos=1, callbacks=RecordingCallbackSender(), item_timeout_sec=0.2)
     pipeline.batcher.segmenter = SlowSegmenter(segmenter, 0.5)
-    result = await pipeline.run_job(make_job(1))
+    result = (await pipeline.run_job(make_job(1))).to_dict()
     assert result["items"][0]["error_code"] == "TIMEOUT"

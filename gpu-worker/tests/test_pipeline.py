@@ -47,7 +47,7 @@ def read(storage: LocalStorage, key: str) -> bytes:
 
 async def test_full_job_writes_every_object_and_signed_callbacks(tmp_path, receiver):
     pipeline, storage, _, truth = build(tmp_path, photos=2)
-    result = await pipeline.run_job({"input": job_for(receiver, 2)})
+    result = (await pipeline.run_job({"input": job_for(receiver, 2)})).to_dict()
 
     assert result["job_id"] == "job_123" and result["status"] == "completed"
     assert sorted(i["idx"] for i in result["items"]) == [0, 1]
@@ -93,7 +93,7 @@ async def test_one_bad_item_does_not_affect_the_others(tmp_path, receiver):
     job = job_for(receiver, 3)  # item 2 has no input object
     job["items"].append({"idx": 7, "input_key": "inputs/u_other/job_123/7.jpg",
                          "output_key": "outputs/u_abc/job_123/7.png", "preview_key": "previews/u_abc/job_123/7.jpg"})
-    result = await pipeline.run_job(job)
+    result = (await pipeline.run_job(job)).to_dict()
 
     by_idx = {i["idx"]: i for i in result["items"]}
     assert result["status"] == "partial"
@@ -107,15 +107,15 @@ async def test_one_bad_item_does_not_affect_the_others(tmp_path, receiver):
 
 async def test_segment_then_apply_matches_full_and_makes_no_segmenter_call(tmp_path):
     pipeline, storage, segmenter, _ = build(tmp_path, callbacks=RecordingCallbackSender())
-    full = await pipeline.run_job(make_job())
+    full = (await pipeline.run_job(make_job())).to_dict()
     full_png = decode_png(read(storage, "outputs/u_abc/job_123/0_result.png"))
 
     pipeline2, storage2, segmenter2, _ = build(tmp_path / "two", callbacks=RecordingCallbackSender())
-    seg = await pipeline2.run_job(make_job(stage="segment"))
+    seg = (await pipeline2.run_job(make_job(stage="segment"))).to_dict()
     assert seg["items"][0]["status"] == "done" and seg["items"][0]["output_key"] is None
     assert not storage2.path_of("outputs/u_abc/job_123/0_result.png").exists()
     calls = segmenter2.calls
-    applied = await pipeline2.run_job(make_job(stage="apply"))
+    applied = (await pipeline2.run_job(make_job(stage="apply"))).to_dict()
     assert applied["status"] == "completed" and full["status"] == "completed"
     assert segmenter2.calls == calls, "apply must not segment"
     assert np.array_equal(decode_png(read(storage2, "outputs/u_abc/job_123/0_result.png")), full_png)
@@ -126,7 +126,7 @@ async def test_apply_honours_instances(tmp_path):
     await pipeline.run_job(make_job(stage="segment", concepts={"Furniture": {"action": "recolor", "value": "#FF0000"}}))
     job = make_job(stage="apply", concepts={"Furniture": {"action": "recolor", "value": "#FF0000", "instances": [1]}},
                    protect=[])
-    result = await pipeline.run_job(job)
+    result = (await pipeline.run_job(job)).to_dict()
     assert result["status"] == "completed"
     out = decode_png(read(storage, "outputs/u_abc/job_123/0_result.png"))
     original = decode_png(read(storage, "inputs/u_abc/job_123/0.jpg"))
@@ -142,23 +142,23 @@ async def test_apply_honours_instances(tmp_path):
 
 async def test_apply_without_stored_masks_fails_with_masks_not_found(tmp_path):
     pipeline, _, _, _ = build(tmp_path, callbacks=RecordingCallbackSender())
-    result = await pipeline.run_job(make_job(stage="apply"))
+    result = (await pipeline.run_job(make_job(stage="apply"))).to_dict()
     assert result["items"][0]["error_code"] == "MASKS_NOT_FOUND"
 
 
 async def test_redelivery_reuses_the_result_and_resends_the_same_callback(tmp_path):
     sender = RecordingCallbackSender()
     pipeline, storage, segmenter, _ = build(tmp_path, callbacks=sender)
-    first = await pipeline.run_job(make_job())
+    first = (await pipeline.run_job(make_job())).to_dict()
     mtime = storage.path_of("outputs/u_abc/job_123/0_result.png").stat().st_mtime_ns
     calls = segmenter.calls
-    second = await pipeline.run_job(make_job())
+    second = (await pipeline.run_job(make_job())).to_dict()
     assert first == second
     assert segmenter.calls == calls
     assert storage.path_of("outputs/u_abc/job_123/0_result.png").stat().st_mtime_ns == mtime
     assert sender.sent[0][1] == sender.sent[1][1] and sender.sent[1][2] == "job_123:0:0"
     # Different rules for the same keys are new work, not a redelivery.
-    third = await pipeline.run_job(make_job(concepts={"Wall": {"action": "recolor", "value": "sage"}}))
+    third = (await pipeline.run_job(make_job(concepts={"Wall": {"action": "recolor", "value": "sage"}}))).to_dict()
     assert third["status"] == "completed" and segmenter.calls == calls + 1
 
 
@@ -170,8 +170,8 @@ async def test_slow_callback_does_not_hold_up_other_items(tmp_path, receiver):
     receiver.statuses["job_123:0:0"] = [503, 503]
     result = await pipeline.run_job(job_for(receiver, 3, batch_concurrency=1),
                                     on_item_done=lambda report, delivery: order.append(report.idx))
-    assert result["status"] == "completed"
-    assert all(i["callback"] == "delivered" for i in result["items"])
+    assert result.status == "completed"
+    assert result.undelivered == []
     assert order[-1] == 0, f"item 0's retried callback should end last, got {order}"
     first = [cb.payload["idx"] for cb in receiver.received]
     assert first.count(0) == 3
@@ -193,7 +193,7 @@ async def test_batch_concurrency_bounds_items_in_flight(tmp_path):
             in_flight -= 1
 
     pipeline.storage.get = slow_get
-    result = await pipeline.run_job(make_job(5, batch_concurrency=2))
+    result = (await pipeline.run_job(make_job(5, batch_concurrency=2))).to_dict()
     assert result["status"] == "completed"
     assert peak == 2
 
@@ -204,14 +204,14 @@ async def test_items_needing_segmentation_fail_clearly_without_a_model(tmp_path,
 
     pipeline, _, _, _ = build(tmp_path, callbacks=RecordingCallbackSender())
     pipeline.batcher.segmenter = UnavailableSegmenter("SAM3 weights not found; set SAM3_MODEL")
-    result = await pipeline.run_job(make_job(stage=stage))
+    result = (await pipeline.run_job(make_job(stage=stage))).to_dict()
     assert result["items"][0]["error_code"] == "SEGMENTATION_UNAVAILABLE"
     assert "SAM3_MODEL" in result["items"][0]["error"]
 
 
 async def test_photos_in_flight_share_a_segmentation_call(tmp_path):
     pipeline, _, segmenter, _ = build(tmp_path, photos=6, callbacks=RecordingCallbackSender())
-    result = await pipeline.run_job(make_job(6, batch_concurrency=6))
+    result = (await pipeline.run_job(make_job(6, batch_concurrency=6))).to_dict()
     assert result["status"] == "completed"
     sizes = pipeline.batcher.batch_sizes
     assert sum(sizes) == 6 and max(sizes) > 1 and segmenter.calls == len(sizes) < 6
@@ -229,7 +229,7 @@ async def test_a_batch_out_of_memory_is_retried_one_photo_at_a_time(tmp_path):
         return real(requests, concepts)
 
     segmenter.segment = picky
-    result = await pipeline.run_job(make_job(4, batch_concurrency=4))
+    result = (await pipeline.run_job(make_job(4, batch_concurrency=4))).to_dict()
     codes = {i["idx"]: i["error_code"] for i in result["items"]}
     assert codes == {0: None, 1: None, 2: None, 3: "GPU_OUT_OF_MEMORY"}
 
@@ -244,7 +244,7 @@ async def test_shutdown_finishes_running_items_and_reports_the_rest(tmp_path):
         return await original_get(key, max_bytes)
 
     pipeline.storage.get = get_then_stop
-    result = await pipeline.run_job(make_job(4, batch_concurrency=2))
+    result = (await pipeline.run_job(make_job(4, batch_concurrency=2))).to_dict()
     by_idx = {i["idx"]: i for i in result["items"]}
     assert by_idx[0]["status"] == by_idx[1]["status"] == "done"
     assert by_idx[2]["error_code"] == by_idx[3]["error_code"] == "INTERNAL_ERROR"

@@ -17,6 +17,7 @@ import pytest
 from adapters import queue_pull
 from adapters.queue_pull import QueueApiError, QueueClient, QueueMessage, decide, decode_body
 from engine.errors import JobParseError
+from engine.report import JobResult
 from tests.fake_queue import (TOKEN, FakeQueue, FakeRunner, Sleeps, b64, cf_response, completed, job, message, run,
                               settings, undelivered_second_item, until)
 
@@ -48,7 +49,7 @@ async def test_each_pull_asks_for_exactly_the_free_slots():
     gates = {f"job_{i}": asyncio.Event() for i in range(5)}
 
     class GatedRunner(FakeRunner):
-        async def run_job(self, raw: Any) -> dict[str, Any]:
+        async def run_job(self, raw: Any) -> JobResult:
             await gates[raw["job_id"]].wait()
             return await super().run_job(raw)
 
@@ -75,7 +76,7 @@ async def test_one_job_at_a_time_with_batch_size_one():
     assert {b["batch_size"] for b in queue.pull_bodies} == {1}
 
 
-def crash(raw: Any) -> dict[str, Any]:
+def crash(raw: Any) -> JobResult:
     raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
 
@@ -83,7 +84,7 @@ def crash(raw: Any) -> dict[str, Any]:
 async def test_failed_jobs_are_retried_with_the_delay_and_not_acked(answer):
     queue = FakeQueue([message("bad", job("job_bad")), message("good", job("job_good"))])
 
-    def mixed(raw: dict[str, Any]) -> dict[str, Any]:
+    def mixed(raw: dict[str, Any]) -> JobResult:
         return answer(raw) if raw["job_id"] == "job_bad" else completed(raw)
 
     stats = await run(queue, FakeRunner(mixed), settings(queue_pull_retry_delay_sec=45))
@@ -138,7 +139,7 @@ async def test_undecodable_bodies_are_acked_and_logged_without_running(caplog, c
 
 async def test_a_job_the_pipeline_cannot_parse_is_acked(caplog):
     queue = FakeQueue([message("m", {"job_id": "job_1"})])
-    runner = FakeRunner(lambda raw: {"error": "invalid job envelope: items: field required"})
+    runner = FakeRunner(lambda raw: JobResult.rejected("invalid job envelope: items: field required"))
     with caplog.at_level(logging.INFO, logger="worker.queue_pull"):
         stats = await run(queue, runner)
     assert queue.acked == ["m"] and stats.dropped == 1
@@ -160,9 +161,7 @@ def test_decode_body_units():
 def test_decide():
     assert decide(completed(job("j")))[0] == "ack"
     assert decide(undelivered_second_item(job("j"))) == ("retry", "1 of 2 callbacks undelivered")
-    assert decide({"error": "job is not valid JSON"})[0] == "drop"
-    assert decide({"job_id": "j", "status": "completed"})[0] == "retry"
-    assert decide(None)[0] == "retry"
+    assert decide(JobResult.rejected("job is not valid JSON")) == ("drop", "job is not valid JSON")
 
 
 # -- the wire ------------------------------------------------------------------------------------

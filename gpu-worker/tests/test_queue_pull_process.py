@@ -12,6 +12,7 @@ import httpx
 
 from adapters import queue_pull
 from engine.settings import Settings
+from engine.report import JobResult
 from tests.fake_queue import (API, TOKEN, FakeQueue, FakeRunner, cf_response, completed, job, message,
                               public_resolver, run, settings, undelivered_second_item)
 
@@ -36,7 +37,7 @@ async def test_stop_mid_batch_finishes_and_settles_the_jobs_in_flight():
     queue = FakeQueue([message(f"m{i}", job(f"job_{i}")) for i in range(6)])
     stop = asyncio.Event()
 
-    def answer(raw: dict[str, Any]) -> dict[str, Any]:
+    def answer(raw: dict[str, Any]) -> JobResult:
         stop.set()  # SIGTERM while the first jobs run
         return undelivered_second_item(raw) if raw["job_id"] == "job_1" else completed(raw)
 
@@ -67,7 +68,7 @@ def test_main_stops_on_sigterm_then_settles_and_exits_zero():
     built: list[Settings] = []
 
     class SignalledRunner(FakeRunner):
-        async def run_job(self, raw: Any) -> dict[str, Any]:
+        async def run_job(self, raw: Any) -> JobResult:
             os.kill(os.getpid(), signal.SIGTERM)  # must reach the adapter's handler
             for _ in range(50):  # let the loop run the handler
                 await asyncio.sleep(0)
