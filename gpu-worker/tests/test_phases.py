@@ -124,7 +124,7 @@ async def test_a_slow_upload_holds_decoding_back(tmp_path):
         uploading[item] = uploading.get(item, 0) + 1
         peak_uploading = max(peak_uploading, len(uploading))
         try:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # slower than an item's pixels work, even on a loaded host
             return await put(key, data, content_type, metadata)
         finally:
             uploading[item] -= 1
@@ -147,11 +147,11 @@ class SlowSegmenter(SegmenterBase):
 
 
 async def test_waiting_for_a_slot_does_not_count_against_the_item_timeout(tmp_path):
-    """One photo at a time, each segmentation 0.35 s, ITEM_TIMEOUT_SEC 0.6: photo 1 waits about
-    0.35 s for photo 0 before its own 0.35 s of work, and still finishes."""
+    """One photo at a time, each segmentation 1.5 s, ITEM_TIMEOUT_SEC 2.4: photo 1 waits about
+    1.5 s for photo 0 before its own 1.5 s of work, and still finishes."""
     pipeline, _, segmenter, _ = build(tmp_path, photos=2, callbacks=RecordingCallbackSender(),
-                                      item_timeout_sec=0.6, segment_max_batch=1)
-    pipeline.batcher.segmenter = SlowSegmenter(segmenter, 0.35)
+                                      item_timeout_sec=2.4, segment_max_batch=1)
+    pipeline.batcher.segmenter = SlowSegmenter(segmenter, 1.5)
     result = (await pipeline.run_job(make_job(2, batch_concurrency=1))).to_dict()
     assert [i["status"] for i in result["items"]] == ["done", "done"], result
 
