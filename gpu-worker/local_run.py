@@ -7,6 +7,10 @@ What it adds around the normal pipeline, and says so on screen:
 - short callback retries (0.5 s, 1 s) unless CALLBACK_BACKOFF is set;
 - when SAM3 weights are not available, the file segmenter over samples/masks (the masks the
   sample photo was rendered with) instead of failing every item.
+
+The run's report goes to stdout, log lines to stderr. The exit status (``exit_status``) tells a
+script how the job ended: 0 every item done, 1 some item failed, 2 the file or the job is
+unusable, 3 every item ended but a callback was not delivered.
 """
 
 from __future__ import annotations
@@ -31,6 +35,20 @@ from engine.wiring import build_pipeline, build_segmenter
 SAMPLE_MASKS = PACKAGE_DIR / "samples" / "masks"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
+EXIT_DONE, EXIT_ITEM_FAILED, EXIT_UNUSABLE, EXIT_UNDELIVERED = 0, 1, 2, 3
+
+
+def exit_status(result: JobResult) -> int:
+    """The process's exit status for a job's result: an unusable job first, then failed items,
+    then undelivered callbacks."""
+    if result.error is not None or all(i.report.error_code == "INVALID_MESSAGE" for i in result.items):
+        return EXIT_UNUSABLE
+    if not result.all_done:
+        return EXIT_ITEM_FAILED
+    if result.undelivered:
+        return EXIT_UNDELIVERED
+    return EXIT_DONE
+
 
 def say(line: str = "") -> None:
     print(line, flush=True)
@@ -41,8 +59,8 @@ async def run_event_file(path: Path, settings: Settings) -> int:
         raw = json.loads(path.read_text(encoding="utf-8"))
         job = unwrap_event(raw)
     except (OSError, ValueError, JobParseError) as exc:
-        say(f"cannot read the event file {path}: {exc}")
-        return 2
+        say(f"Cannot read the event file {path}: {exc}")
+        return EXIT_UNUSABLE
 
     updates: dict[str, Any] = {}
     secret = settings.gpu_callback_secret.get_secret_value() if settings.gpu_callback_secret else None
@@ -57,12 +75,12 @@ async def run_event_file(path: Path, settings: Settings) -> int:
     url = str(job.get("callback_url", ""))
     parts = urlsplit(url)
     if parts.hostname in LOOPBACK and parts.port:
-        try:
-            receiver = LoopbackReceiver(secret, host=parts.hostname, port=parts.port)
-            updates["callback_allowed_hosts"] = [*settings.callback_allowed_hosts, f"{parts.hostname}:{parts.port}"]
-            say(f"Listening for callbacks on {receiver.url} (signatures checked with verify_callback).")
-        except OSError as exc:
-            say(f"Could not listen on {parts.hostname}:{parts.port} ({exc.strerror}); callbacks go to whatever is there.")
+        receiver = _listen(secret, parts.hostname, parts.port)
+        if receiver.port != parts.port:
+            say(f"Port {parts.port} is taken: callbacks of this run go to port {receiver.port} instead.")
+            job["callback_url"] = parts._replace(netloc=f"{parts.hostname}:{receiver.port}").geturl()
+        updates["callback_allowed_hosts"] = [*settings.callback_allowed_hosts, f"{parts.hostname}:{receiver.port}"]
+        say(f"Listening for callbacks on {receiver.url} (signatures checked with verify_callback).")
     settings = settings.model_copy(update=updates)
 
     segmenter = build_segmenter(settings)
@@ -93,7 +111,18 @@ async def run_event_file(path: Path, settings: Settings) -> int:
                 f"Idempotency-Key {cb.headers.get('Idempotency-Key')}, {state}")
     if result.undelivered:
         say(f"Callbacks NOT delivered for items {result.undelivered} (see the callback.end log lines for why).")
-    return 1 if result.error is not None else 0
+    failed = [i.idx for i in result.items if i.report.status != "done"]
+    if failed:
+        say(f"Items failed: {failed} (each one's error_code is in the result above).")
+    return exit_status(result)
+
+
+def _listen(secret: str, host: str, port: int) -> LoopbackReceiver:
+    """A receiver on the callback URL's own port, or on a free one when that port is taken."""
+    try:
+        return LoopbackReceiver(secret, host=host, port=port)
+    except OSError:
+        return LoopbackReceiver(secret, host=host, port=0)
 
 
 def _show_files(storage: LocalStorage, job: dict[str, Any], result: JobResult) -> None:

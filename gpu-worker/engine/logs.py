@@ -1,4 +1,6 @@
-"""Structured logs: one JSON object per line, tagged with the job id and item idx in context."""
+"""Log lines tagged with the job id and item idx in context: one JSON object per line (the
+default, for log collectors), or one readable line per record (``LOG_FORMAT=text``, the default
+of a local run)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,23 @@ idx_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("idx", defa
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's context and extra fields; of an exception, its type only (tracebacks can
+    carry paths and values that must not reach shared logs)."""
+    fields: dict[str, Any] = {}
+    job_id, idx = job_id_var.get(), idx_var.get()
+    if job_id is not None:
+        fields["job_id"] = job_id
+    if idx is not None:
+        fields["idx"] = idx
+    for key, value in vars(record).items():
+        if key not in _STANDARD_ATTRS and not key.startswith("_"):
+            fields[key] = value
+    if record.exc_info and record.exc_info[0] is not None:
+        fields["exc_type"] = record.exc_info[0].__name__
+    return fields
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -23,23 +42,26 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        job_id, idx = job_id_var.get(), idx_var.get()
-        if job_id is not None:
-            entry["job_id"] = job_id
-        if idx is not None:
-            entry["idx"] = idx
-        for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info and record.exc_info[0] is not None:
-            # Type only: tracebacks can carry paths and values that must not reach shared logs.
-            entry["exc_type"] = record.exc_info[0].__name__
+        entry.update(_fields(record))
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", stream: Any = None) -> None:
+class TextFormatter(logging.Formatter):
+    """``12:00:01 warning segmenter.unavailable job_id=job_demo reason='...'``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+        pairs = " ".join(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
+                         for key, value in _fields(record).items())
+        return f"{clock} {record.levelname.lower():7} {record.getMessage()} {pairs}".rstrip()
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {"json": JsonFormatter, "text": TextFormatter}
+
+
+def configure_logging(level: str = "info", stream: Any = None, fmt: str = "json") -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(FORMATTERS[fmt]())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -31,7 +31,7 @@ def build_segmenter(settings: Settings) -> Segmenter:
     try:
         return load_sam3_segmenter(settings)
     except SegmentationUnavailable as exc:
-        log.error("segmenter.unavailable", extra={"reason": exc.message})
+        log.warning("segmenter.unavailable", extra={"reason": exc.message})  # expected without weights: apply jobs still run
         return UnavailableSegmenter(exc.message)
 
 
