@@ -91,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     adapter = args.adapter or settings.worker_adapter
     if adapter == "queue_pull":
         from adapters import queue_pull
+        from adapters.queue_api import missing_settings
         from engine.wiring import build_pipeline
 
-        missing = queue_pull.missing_settings(settings)
+        missing = missing_settings(settings)
         if missing:
             print(f"The queue pull adapter needs {', '.join(missing)} (the Cloudflare account, the queue and an "
                   "API token with Queues read and write); set them in the environment or gpu-worker/.env.",

@@ -44,7 +44,7 @@ def run_sample(width: int, height: int, seed: int, folder: Path) -> tuple[np.nda
         Image.fromarray(mask.astype(np.uint8) * 255).save(mask_dir / f"{concept}.png")
 
     settings = Settings(_env_file=None, storage_local_dir=folder / "store", segmenter="files",
-                        segmenter_masks_dir=folder / "masks", callback_backoff=[])
+                        segmenter_masks_dir=folder / "masks", callback_backoff=[0.1])
     result = asyncio.run(build_pipeline(settings).run_job(job))
     (report,) = result["items"]
     if report["status"] != "done":

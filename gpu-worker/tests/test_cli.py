@@ -105,7 +105,7 @@ def _job(tmp_path: Path, **changes) -> Path:
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(_env_file=None, storage_local_dir=tmp_path / "store", segmenter="files",
-                    segmenter_masks_dir=tmp_path / "masks", callback_backoff=[])
+                    segmenter_masks_dir=tmp_path / "masks", callback_backoff=[0.1])
 
 
 async def test_event_exit_0_when_every_item_is_done(clean_env, tmp_path, capsys):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine import errors
@@ -93,3 +94,37 @@ def test_every_error_code_is_in_the_contract():
     codes = {cls.code for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.WorkerError)}
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.M))
     assert documented == codes
+
+
+def test_readme_file_tree_matches_the_worker():
+    """Every module of engine/ and adapters/, and every folder of gpu-worker/, is in the README's
+    tree, and everything the tree names exists."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    tree = readme[readme.index("## How it is built"):]
+    tree = tree[tree.index("```\n") + 4:]
+    tree = tree[:tree.index("```")]
+    worker = REPO / "gpu-worker"
+    wanted = {p.name for folder in ("engine", "adapters") for p in (worker / folder).iterdir()
+              if (p.suffix == ".py" and p.name != "__init__.py") or (p.is_dir() and p.name != "__pycache__")}
+    wanted |= {f"{p.name}/" for p in worker.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))
+               and p.name not in {"bench/out"}}
+    named = set(re.findall(r"^\s+([\w.]+/?)\s", tree, re.M))
+    missing = {w for w in wanted if w not in named and w.rstrip("/") not in named and f"{w}/" not in named}
+    assert missing == set(), f"README tree lacks {sorted(missing)}"
+    for line in re.findall(r"^  (\w[\w.]*/?)\s", tree.split("\ndocs/")[0], re.M):  # gpu-worker's own entries
+        assert (worker / line).exists(), f"README tree names gpu-worker/{line}, which does not exist"
+
+
+def test_before_after_picture_runs_the_sample_job(tmp_path):
+    from PIL import Image
+
+    from scripts import before_after
+
+    out = tmp_path / "ba.jpg"
+    assert before_after.main(["--size", "160", "120", "--width", "328", "--out", str(out)]) == 0
+    with Image.open(out) as picture:
+        assert picture.format == "JPEG" and picture.width == 328
+        pixels = np.asarray(picture.convert("RGB")).astype(int)
+    before, after = pixels[:, :160], pixels[:, 168:]
+    changed = np.abs(before - after).max(axis=2) > 24
+    assert 0.2 < changed.mean() < 0.9  # walls, floor, ceiling and the lamp change; the rest does not
