@@ -46,10 +46,10 @@ def run_sample(width: int, height: int, seed: int, folder: Path) -> tuple[np.nda
     settings = Settings(_env_file=None, storage_local_dir=folder / "store", segmenter="files",
                         segmenter_masks_dir=folder / "masks", callback_backoff=[0.1])
     result = asyncio.run(build_pipeline(settings).run_job(job))
-    (report,) = result["items"]
-    if report["status"] != "done":
-        raise SystemExit(f"the sample job failed: {report['error_code']}: {report['error']}")
-    after = np.asarray(Image.open(folder / "store" / report["output_key"]).convert("RGB"))
+    (item,) = result.items
+    if item.report.status != "done":
+        raise SystemExit(f"the sample job failed: {item.report.error_code}: {item.report.error}")
+    after = np.asarray(Image.open(folder / "store" / item.report.output_key).convert("RGB"))
     return rgb, after
 
 
