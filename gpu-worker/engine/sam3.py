@@ -48,7 +48,8 @@ from transformers import Sam3Model, Sam3Processor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-from engine.errors import GpuOutOfMemory, SegmentationError, SegmentationUnavailable
+from engine.device_faults import is_device_failure
+from engine.errors import DeviceFailure, GpuOutOfMemory, SegmentationError, SegmentationUnavailable
 from engine.segmenter import ConceptMasks, Instance, Segmentation, SegmenterBase, SegmentRequest
 from engine.settings import Settings
 from presets import Concept
@@ -220,6 +221,8 @@ class Sam3Segmenter(SegmenterBase):
         self.overlap_host_work = device.type == "cuda"
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
+        # Set by a CUDA error that leaves the context unusable: every later call fails at once.
+        self.broken = False
 
     # The Segmenter protocol.
     def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]:
@@ -233,12 +236,18 @@ class Sam3Segmenter(SegmenterBase):
             yield from ({} for _ in requests)
             return
         with self._lock:
+            if self.broken:  # the CUDA context is unusable: touching the device again may hang
+                raise DeviceFailure("the GPU failed earlier in this worker; send the job again")
             try:
                 yield from self._segment(requests, concepts)
             except torch.cuda.OutOfMemoryError as exc:
                 torch.cuda.empty_cache()
                 raise GpuOutOfMemory("the photos do not fit in GPU memory") from exc
             except Exception as exc:  # noqa: BLE001 - any model/runtime failure
+                if is_device_failure(exc):
+                    self.broken = True
+                    log.error("sam3.device_failure", extra={"error_type": type(exc).__name__})
+                    raise DeviceFailure("the GPU failed (an unrecoverable CUDA error); send the job again") from exc
                 raise SegmentationError("SAM3 inference failed") from exc
 
     def warm_up(self) -> float:
