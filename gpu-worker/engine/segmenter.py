@@ -14,6 +14,7 @@ that serves masks stored as PNG files.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -137,14 +138,17 @@ class FileMaskSegmenter(SegmenterBase):
 
     A concept with no file gets an empty mask; a photo with no folder at all is
     ``SegmentationUnavailable``, so a misconfigured double fails loudly instead of editing nothing.
+    ``seconds_per_photo`` makes each call take a device's time (a sleep: no host CPU).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, seconds_per_photo: float = 0.0) -> None:
         self.root = Path(root)
+        self.seconds_per_photo = seconds_per_photo
         self.calls = 0
 
     def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]:
         self.calls += 1
+        time.sleep(self.seconds_per_photo * len(requests))
         return [self._one(req, concepts) for req in requests]
 
     def _one(self, req: SegmentRequest, concepts: Sequence[Concept]) -> Segmentation:

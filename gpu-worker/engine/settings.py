@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # Work
     batch_concurrency: int = Field(4, ge=1, le=32)
     """Photos of one job held decoded at once when the job does not say (the memory bound); as many again may be downloading, and as many uploading."""
+    job_concurrency: int = Field(4, ge=1, le=64)
+    """Jobs one Runpod worker runs at once (the runpod SDK's concurrency_modifier), sharing one model, one segmentation batcher and one memory budget."""
     render_concurrency: int = Field(default_factory=lambda: min(2, max(1, (os.cpu_count() or 2) // 2)), ge=1, le=32)
     """Photos whose edits run at the same time (CPU work, up to about 0.4 GB of host memory each at 12 MP); default one per two cores, at most 2 (1 on a 2-core host, 2 on a GPU server)."""
     item_timeout_sec: float = Field(600.0, gt=0)
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
     """sam3 (the model) or files (masks read from SEGMENTER_MASKS_DIR: local runs and tests without weights)."""
     segmenter_masks_dir: Path | None = None
     """Folder the files segmenter reads, one {input key without extension}/{Concept}.png per photo."""
+    segmenter_files_delay_ms: float = Field(0.0, ge=0)
+    """SEGMENTER=files only: a simulated device's time per photo in milliseconds (tests and benchmarks)."""
     model_cache_dir: Path = Path("/models")
     """Where the SAM3 weights live or are downloaded to (Hugging Face cache layout)."""
     sam3_model: str = "facebook/sam3"

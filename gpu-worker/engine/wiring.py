@@ -25,7 +25,7 @@ def build_segmenter(settings: Settings) -> Segmenter:
     if settings.segmenter == "files":
         if settings.segmenter_masks_dir is None:
             raise ValueError("SEGMENTER=files needs SEGMENTER_MASKS_DIR")
-        return FileMaskSegmenter(settings.segmenter_masks_dir)
+        return FileMaskSegmenter(settings.segmenter_masks_dir, settings.segmenter_files_delay_ms / 1000)
     from engine.sam3 import load_sam3_segmenter  # imports torch: only when SAM3 is wanted
 
     try:

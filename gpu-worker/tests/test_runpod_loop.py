@@ -1,0 +1,148 @@
+"""The worker under the runpod SDK's production loop, as the image runs it: ``python main.py``
+with the SDK's ``RUNPOD_WEBHOOK_*`` variables pointing at a job API on loopback
+(tests/fake_runpod_api.py), local storage in a temp folder, the file segmenter taking a
+simulated device's time per photo, and a loopback callback receiver.
+
+Each worker process takes a while to start on a busy host, so one worker serves several
+scenarios in turn; the SIGTERM test has its own. Waits are generous, assertions are about order
+and counts, never about durations.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.receiver import LoopbackReceiver
+from tests.conftest import SECRET, jpeg_bytes, make_job, room_photo, write_masks
+from tests.fake_runpod_api import FakeJobApi
+
+MAIN = Path(__file__).resolve().parent.parent / "main.py"
+STARTUP_S = 180  # a cold worker on a loaded 2-core host
+JOB_S = 120
+
+
+class Worker:
+    """``python main.py`` against a fake job API, with photos and masks in ``root``."""
+
+    def __init__(self, root: Path, api: FakeJobApi, receiver: LoopbackReceiver, **env: str) -> None:
+        self.root, self.api, self.receiver = root, api, receiver
+        self.store, self.masks = root / "store", root / "masks"
+        self.log = open(root / "worker.log", "w")  # noqa: SIM115 - closed in stop()
+        settings = {
+            "SEGMENTER": "files", "SEGMENTER_MASKS_DIR": str(self.masks), "SEGMENTER_FILES_DELAY_MS": "300",
+            "STORAGE_LOCAL_DIR": str(self.store), "GPU_CALLBACK_SECRET": SECRET,
+            "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "CALLBACK_BACKOFF": "0.05,0.1", "JOB_CONCURRENCY": "3",
+            "LOG_LEVEL": "info",
+        }
+        self.proc = subprocess.Popen([sys.executable, str(MAIN)], cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **api.env(), **settings, **env})
+
+    def job(self, name: str, items: int, **overrides: object) -> dict:
+        """A job whose photos and masks are in place."""
+        for idx in range(items):
+            key = f"inputs/u_abc/{name}/{idx}.jpg"
+            rgb, masks = room_photo(240, 160, seed=idx)
+            path = self.store / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpeg_bytes(rgb))
+            write_masks(self.masks, key, masks)
+        spec = make_job(items, **{"job_id": name, "idempotency_prefix": name, "batch_concurrency": 1,
+                                  "callback_url": f"{self.receiver.url}/jobs/{name}/callback", **overrides})
+        for item in spec["items"]:
+            item.update(input_key=f"inputs/u_abc/{name}/{item['idx']}.jpg",
+                        output_key=f"outputs/u_abc/{name}/{item['idx']}_result.png",
+                        preview_key=f"previews/u_abc/{name}/{item['idx']}_thumb.jpg")
+        return spec
+
+    def callbacks(self, name: str) -> list[dict]:
+        return [cb.payload for cb in self.receiver.received if cb.payload.get("job_id") == name]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+    def output(self) -> str:
+        return (self.root / "worker.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    root = tmp_path_factory.mktemp("runpod_loop")
+    with FakeJobApi() as api, LoopbackReceiver(SECRET) as receiver:
+        worker = Worker(root, api, receiver)
+        try:
+            yield worker
+        finally:
+            worker.stop()
+
+
+def exactly_one_terminal_callback_each(worker: Worker, name: str, items: int) -> list[dict]:
+    got = worker.callbacks(name)
+    assert Counter(p["idx"] for p in got) == Counter(range(items)), got
+    assert all(p["status"] in ("done", "failed") for p in got)
+    return got
+
+
+def test_several_jobs_are_served_at_once_with_progress(served: Worker) -> None:
+    api = served.api
+    ids = [api.add_job(served.job(f"job_overlap_{n}", 2)) for n in range(3)]
+    api.wait(lambda: all(i in api.results for i in ids), STARTUP_S + JOB_S)
+
+    jobs = [api.jobs[i] for i in ids]
+    # All three were taken before any of them ended: they ran at once in one worker.
+    assert max(j.taken_at for j in jobs) < min(j.done_at for j in jobs), served.output()[-3000:]
+    for n, job in enumerate(jobs):
+        output = job.result["output"]
+        assert output["status"] == "completed"
+        assert [i["callback"] for i in output["items"]] == ["delivered", "delivered"]
+        assert (served.store / f"outputs/u_abc/job_overlap_{n}/1_result.png").is_file()
+        exactly_one_terminal_callback_each(served, f"job_overlap_{n}", 2)
+    api.wait(lambda: all(len(j.progress) == 2 for j in jobs), 30)  # progress is posted from a thread
+    for job in jobs:
+        assert sorted(p["items_finished"] for p in job.progress) == [1, 2]
+        assert {p["items_total"] for p in job.progress} == {2}
+    assert any(p.get("job_id") for p in api.pings)  # the ping reports the jobs in hand
+
+
+@pytest.mark.parametrize("bad_input", ["not json at all", None, {"items": 5}, {"items": True},
+                                       {"job_id": "j", "items": [1], "callback_url": 3}, "[" * 100_000])
+def test_a_bad_job_gets_an_error_and_the_worker_keeps_serving(served: Worker, bad_input: object) -> None:
+    api = served.api
+    bad = api.add_job(bad_input)
+    good = api.add_job(served.job("job_after_bad", 1, idempotency_prefix=f"after_{bad}"))
+    api.wait(lambda: bad in api.results and good in api.results, STARTUP_S + JOB_S)
+
+    answer = api.results[bad]
+    assert set(answer) == {"error"} and isinstance(answer["error"], str), answer
+    assert "Traceback" not in answer["error"] and "/" not in answer["error"]
+    assert api.results[good]["output"]["status"] == "completed"
+    assert served.proc.poll() is None
+
+
+def test_sigterm_mid_job_reports_every_item_and_exits_zero(tmp_path: Path) -> None:
+    with FakeJobApi() as api, LoopbackReceiver(SECRET) as receiver:
+        worker = Worker(tmp_path, api, receiver, SEGMENTER_FILES_DELAY_MS="1500")
+        try:
+            rp_id = api.add_job(worker.job("job_sigterm", 6))
+            api.wait(lambda: len(worker.callbacks("job_sigterm")) >= 1, STARTUP_S + JOB_S)
+            worker.proc.send_signal(signal.SIGTERM)
+            assert worker.proc.wait(JOB_S) == 0, worker.output()[-3000:]
+
+            got = exactly_one_terminal_callback_each(worker, "job_sigterm", 6)
+            assert any(p["status"] == "failed" for p in got)  # cut short, not run to the end
+            result = api.results[rp_id]["output"]  # the job's result was posted before the exit
+            assert sorted(i["idx"] for i in result["items"]) == list(range(6))
+            assert {i["idx"]: i["status"] for i in result["items"]} == {p["idx"]: p["status"] for p in got}
+            assert len(api.jobs) == 1 and not api.queue
+        finally:
+            worker.stop()
