@@ -58,3 +58,24 @@ class OutOfMemoryOnce:
         if self.armed:
             self.armed = False
             raise torch.cuda.OutOfMemoryError(OUT_OF_MEMORY)
+
+
+def main() -> int:
+    """``python -m tests.broken_gpu``: the worker exactly as ``python main.py`` runs it, except
+    that its SAM3 sits on a GPU that fails at the first segmentation after the warm-up."""
+    import engine.sam3
+    import main as worker_main
+
+    load = engine.sam3.load_sam3_segmenter
+
+    def load_on_a_failing_gpu(*args: object, **kwargs: object) -> engine.sam3.Sam3Segmenter:
+        segmenter = load(*args, **kwargs)
+        BrokenGpu(segmenter.model).fail()
+        return segmenter
+
+    engine.sam3.load_sam3_segmenter = load_on_a_failing_gpu
+    return worker_main.main([])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,8 @@ JOB_S = 120
 class Worker:
     """``python main.py`` against a fake job API, with photos and masks in ``root``."""
 
-    def __init__(self, root: Path, api: FakeJobApi, receiver: LoopbackReceiver, **env: str) -> None:
+    def __init__(self, root: Path, api: FakeJobApi, receiver: LoopbackReceiver, command: list[str] | None = None,
+                 **env: str) -> None:
         self.root, self.api, self.receiver = root, api, receiver
         self.store, self.masks = root / "store", root / "masks"
         self.log = open(root / "worker.log", "w")  # noqa: SIM115 - closed in stop()
@@ -42,8 +44,8 @@ class Worker:
             "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "CALLBACK_BACKOFF": "0.05,0.1", "JOB_CONCURRENCY": "3",
             "LOG_LEVEL": "info",
         }
-        self.proc = subprocess.Popen([sys.executable, str(MAIN)], cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **api.env(), **settings, **env})
+        self.proc = subprocess.Popen(command or [sys.executable, str(MAIN)], cwd=root, stdout=self.log,
+                                     stderr=subprocess.STDOUT, env={**os.environ, **api.env(), **settings, **env})
 
     def job(self, name: str, items: int, **overrides: object) -> dict:
         """A job whose photos and masks are in place."""
@@ -144,5 +146,29 @@ def test_sigterm_mid_job_reports_every_item_and_exits_zero(tmp_path: Path) -> No
             assert sorted(i["idx"] for i in result["items"]) == list(range(6))
             assert {i["idx"]: i["status"] for i in result["items"]} == {p["idx"]: p["status"] for p in got}
             assert len(api.jobs) == 1 and not api.queue
+        finally:
+            worker.stop()
+
+
+def test_a_broken_gpu_fails_its_job_asks_for_a_fresh_worker_and_takes_no_more(tmp_path: Path) -> None:
+    """The real Sam3Segmenter (tiny checkpoint) on a GPU that fails with a sticky CUDA error."""
+    from tests.sam3_tiny import save_tiny_sam3
+
+    checkpoint = save_tiny_sam3(tmp_path / "tiny")
+    with FakeJobApi() as api, LoopbackReceiver(SECRET) as receiver:
+        worker = Worker(tmp_path, api, receiver, [sys.executable, "-m", "tests.broken_gpu"],
+                        SEGMENTER="sam3", SAM3_MODEL=str(checkpoint), SAM3_DEVICE="cpu", PYTHONPATH=str(MAIN.parent))
+        try:
+            first = api.add_job(worker.job("job_gpu", 2))
+            api.wait(lambda: first in api.results, STARTUP_S + JOB_S)
+            answer = api.results[first]
+            assert answer["stopPod"] is True  # the handler's refresh_worker, as the SDK posts it
+            assert [i["error_code"] for i in answer["output"]["items"]] == ["SEGMENTATION_ERROR"] * 2
+            exactly_one_terminal_callback_each(worker, "job_gpu", 2)
+
+            time.sleep(2 * api.poll_s)  # a take already waiting when the GPU broke has ended
+            second = api.add_job(worker.job("job_after_gpu", 1))
+            assert worker.proc.wait(JOB_S) == 0, worker.output()[-3000:]
+            assert api.jobs[second].taken_at is None
         finally:
             worker.stop()
