@@ -148,7 +148,8 @@ class FileMaskSegmenter(SegmenterBase):
 
     def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]:
         self.calls += 1
-        time.sleep(self.seconds_per_photo * len(requests))
+        if self.seconds_per_photo:
+            time.sleep(self.seconds_per_photo * len(requests))
         return [self._one(req, concepts) for req in requests]
 
     def _one(self, req: SegmentRequest, concepts: Sequence[Concept]) -> Segmentation:
