@@ -10,7 +10,8 @@ import logging
 
 from engine.callback import HttpCallbackSender
 from engine.edits.backend import Backend, choose_backend
-from engine.edits.remove import Inpainter, choose_inpainter
+from engine.edits.learned import choose_inpainter
+from engine.edits.remove import Inpainter
 from engine.errors import SegmentationUnavailable
 from engine.pipeline import Pipeline
 from engine.postprocess import gpu_jpeg_device

@@ -16,20 +16,15 @@ Filling and Object Removal by Exemplar-Based Image Inpainting", 2004), sized for
    falling off across the hole). Copies are what keep the fill as crisp as its surroundings, where
    a diffusion fill (``cv2.inpaint``, ``DiffusionInpainter`` here) smears them away.
 
-``Inpainter`` is the slot for a learned model: ``TorchScriptInpainter`` runs a TorchScript export
-with LaMa's calling convention, and ``choose_inpainter`` picks it when its weights are present.
+``Inpainter`` is also the slot for a learned model (engine/edits/learned.py).
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 
 class Inpainter(Protocol):
@@ -236,63 +231,6 @@ class DiffusionInpainter:
 
     def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
         return cv2.inpaint(rgb, hole.astype(np.uint8), self.radius, cv2.INPAINT_TELEA)
-
-
-class TorchScriptInpainter:
-    """A learned inpainter exported to TorchScript with LaMa's convention.
-
-    ``module(image, mask)``: image float 1 x 3 x H x W in [0, 1], mask float 1 x 1 x H x W (1 = fill),
-    returns 1 x 3 x H x W in [0, 1]. The window is run at most ``max_side`` on its long side (sides
-    padded to a multiple of 8); the result is scaled back and used inside the hole only.
-    """
-
-    name = "torchscript"
-
-    def __init__(self, path: Path, device: str | None = None, max_side: int = 1024) -> None:
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.module = torch.jit.load(str(path), map_location=self.device).eval()
-        self.max_side = max_side
-
-    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        h, w = hole.shape
-        scale = min(1.0, self.max_side / max(h, w))
-        sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
-        img = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-        msk = cv2.resize(hole.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) if scale < 1 else hole
-        ph, pw = (-sh) % 8, (-sw) % 8
-        img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_REFLECT)
-        msk = cv2.copyMakeBorder(msk.astype(np.uint8), 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0)
-        with torch.no_grad():
-            x = torch.from_numpy(img).to(self.device).permute(2, 0, 1)[None].float() / 255
-            m = torch.from_numpy(msk).to(self.device)[None, None].float()
-            y = self.module(x, m)[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
-        y = (y[:sh, :sw] * 255 + 0.5).astype(np.uint8)
-        if scale < 1:
-            y = cv2.resize(y, (w, h), interpolation=cv2.INTER_CUBIC)
-        out = rgb.copy()
-        out[hole] = y[hole]
-        return out
-
-
-def learned_weights_path(explicit: Path | None, model_cache_dir: Path) -> Path | None:
-    """``explicit`` (``INPAINT_MODEL``), else ``model_cache_dir/inpaint/lama.pt``, when that file exists."""
-    path = explicit or model_cache_dir / "inpaint" / "lama.pt"
-    return path if path.is_file() else None
-
-
-def choose_inpainter(explicit: Path | None, model_cache_dir: Path) -> Inpainter:
-    """The learned inpainter when its weights are present and load, else ``PatchInpainter``."""
-    path = learned_weights_path(explicit, model_cache_dir)
-    if path is not None:
-        try:
-            return TorchScriptInpainter(path)
-        except Exception as exc:  # unloadable weights must not take the worker down
-            log.warning("inpaint.learned_unavailable", extra={"path": str(path), "reason": str(exc)[:200]})
-    return PatchInpainter()
 
 
 def remove(rgb: np.ndarray, alpha: np.ndarray, inpainter: Inpainter) -> np.ndarray:
