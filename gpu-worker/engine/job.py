@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, ValidationInfo,
+                      field_validator)
 
+from engine.actions import ACTIONS
+from engine.actions.tone import ToneParams  # noqa: F401  (the tone action's parameters, as the message carries them)
 from engine.callback_policy import parse_callback_url
 from engine.errors import InvalidKey, InvalidMessage, JobParseError
 
@@ -63,19 +66,27 @@ class Item(_Model):
     preview_key: str = ""
 
 
-class ToneParams(_Model):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    brightness: float = Field(0.0, ge=-1, le=1)
-    contrast: float = Field(0.0, ge=-1, le=1)
-    saturation: float = Field(0.0, ge=-1, le=1)
-    temperature: float = Field(0.0, ge=-1, le=1)
-
-
 class Rule(_Model):
+    """One concept's rule: ``action`` is a registered action (engine/actions/), whose own model
+    validates ``value``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    action: Literal["recolor", "tone", "remove"]
-    value: str | ToneParams | None = None
+    action: str
+    value: Any = Field(None, validate_default=True)
     instances: list[Annotated[int, Field(ge=0)]] | None = None
+
+    @field_validator("action")
+    @classmethod
+    def _known_action(cls, action: str) -> str:
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}; use one of {', '.join(sorted(ACTIONS))}")
+        return action
+
+    @field_validator("value")
+    @classmethod
+    def _action_value(cls, value: Any, info: ValidationInfo) -> Any:
+        action = ACTIONS.get(info.data.get("action", ""))
+        return value if action is None else action.parse_value(value)
 
 
 class Job(_Model):

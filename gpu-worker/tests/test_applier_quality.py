@@ -20,14 +20,15 @@ from devtools.metrics import (
     texture_energy,
 )
 from devtools.scenes import render_product, render_room
+from engine.actions.recolor import Recolor
+from engine.actions.remove import Remove
+from engine.actions.tone import NAMED_TONES, Tone, ToneParams
 from engine.applier import Edit, apply_edits, apply_edits_with, max_reach_px
 from engine.edits import colour
 from engine.edits.backend import NumpyBackend, TorchBackend
 from engine.edits.blend import edge_band_px, soft_matte
 from engine.edits.kernels import RecolorParams
-from engine.edits.remove import DiffusionInpainter, PatchInpainter, TorchScriptInpainter
-from engine.job import ToneParams
-from engine.rules import NAMED_TONES, Recolor, Remove, Tone
+from engine.edits.remove import DiffusionInpainter, PatchInpainter
 from engine.segmenter import instances_from_union
 from presets.interior import PRESET as INTERIOR
 
@@ -370,35 +371,6 @@ def test_remove_outside_hole_is_untouched_beyond_the_band(removals):
     for hole, ours, _ in results:
         moved = changed(ours, rgb) & ~hole
         assert distance_outside(hole)[moved].max(initial=0) <= max_reach_px(rgb.shape)
-
-
-def test_learned_inpainter_slot_runs_a_torchscript_module(tmp_path):
-    torch = pytest.importorskip("torch")
-
-    class MeanFill(torch.nn.Module):
-        """Stands in for LaMa: fills the hole with the mean known colour."""
-
-        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            known = 1 - mask
-            mean = (image * known).sum(dim=(2, 3), keepdim=True) / known.sum(dim=(2, 3), keepdim=True)
-            return image * known + mean * mask
-
-    path = tmp_path / "inpaint" / "lama.pt"
-    path.parent.mkdir()
-    torch.jit.script(MeanFill()).save(str(path))
-    from engine.edits.remove import PatchInpainter, choose_inpainter
-
-    assert isinstance(choose_inpainter(None, tmp_path / "elsewhere"), PatchInpainter)
-    assert isinstance(choose_inpainter(tmp_path / "missing.pt", tmp_path), PatchInpainter)
-    inpainter = choose_inpainter(None, tmp_path)  # found at MODEL_CACHE_DIR/inpaint/lama.pt
-    assert isinstance(inpainter, TorchScriptInpainter)
-    assert isinstance(choose_inpainter(path, tmp_path / "elsewhere"), TorchScriptInpainter)  # INPAINT_MODEL
-    img = _textured(120, 160, seed=2)
-    hole = np.zeros((120, 160), bool)
-    hole[40:80, 50:110] = True
-    out = apply_edits_with(img, [Edit(Remove(), hole)], None, inpainter=inpainter)
-    expected = img[~hole].reshape(-1, 3).mean(axis=0)
-    assert np.abs(out[hole].astype(float).mean(axis=0) - expected).max() < 4
 
 
 # -- back ends and the seller scene ------------------------------------------------------------

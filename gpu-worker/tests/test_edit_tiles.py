@@ -11,7 +11,7 @@ from engine.edits import blend
 from engine.edits.blend import edge_foreground, foreground_colour, soft_matte
 from engine.edits.colour import to_linear
 from engine.edits.recolor import material_pattern
-from engine.rules import Recolor
+from engine.actions.recolor import Recolor
 
 
 def photo_and_scattered_region(height=1100, width=1500, seed=0):

@@ -30,6 +30,11 @@ def edge_band_px(shape: tuple[int, ...]) -> int:
     return max(1, int(round(2 * np.sqrt(megapixels))))
 
 
+def max_reach_px(shape: tuple[int, ...]) -> int:
+    """How far outside its region an edit may change pixels: 3 px at 1 MP, scaled with size."""
+    return max(1, int(3 * np.sqrt(shape[0] * shape[1] / 1e6)))
+
+
 @dataclass(frozen=True)
 class Window:
     """A rectangle of the image: rows y0:y1, columns x0:x1."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# Rec. 709 / sRGB primaries, D65 white.
-LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
+# Rec. 709 / sRGB primaries, D65 white. The one home of the colour constants: the kernels
+# (engine/edits/kernels.py) read the same numbers as plain floats.
+LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
+LUMA = np.array(LUMA_WEIGHTS, np.float32)
 RGB_TO_XYZ = np.array([
     [0.4124564, 0.3575761, 0.1804375],
     [0.2126729, 0.7151522, 0.0721750],
@@ -18,8 +20,8 @@ RGB_TO_XYZ = np.array([
 ], np.float64)
 D65 = np.array([0.95047, 1.0, 1.08883], np.float64)
 
-_EPS = 216 / 24389
-_KAPPA = 24389 / 27
+CIE_EPS = 216 / 24389  # the L* curve's linear toe ends at this Y
+CIE_KAPPA = 24389 / 27  # and has this slope
 
 
 def _srgb_decode(c: np.ndarray) -> np.ndarray:
@@ -56,12 +58,12 @@ def luminance(linear: np.ndarray) -> np.ndarray:
 def lstar(y: np.ndarray) -> np.ndarray:
     """CIE L* (0..100) from relative luminance Y (0..1)."""
     y = np.asarray(y, np.float32)
-    return np.where(y > _EPS, 116.0 * np.cbrt(y) - 16.0, _KAPPA * y).astype(np.float32)
+    return np.where(y > CIE_EPS, 116.0 * np.cbrt(y) - 16.0, CIE_KAPPA * y).astype(np.float32)
 
 
 def y_from_lstar(l: np.ndarray) -> np.ndarray:
     l = np.asarray(l, np.float32)
-    return np.where(l > 8.0, ((l + 16.0) / 116.0) ** 3, l / _KAPPA).astype(np.float32)
+    return np.where(l > 8.0, ((l + 16.0) / 116.0) ** 3, l / CIE_KAPPA).astype(np.float32)
 
 
 def srgb8_to_linear_vec(rgb: tuple[int, int, int] | np.ndarray) -> np.ndarray:
@@ -71,7 +73,7 @@ def srgb8_to_linear_vec(rgb: tuple[int, int, int] | np.ndarray) -> np.ndarray:
 def linear_to_lab(linear: np.ndarray) -> np.ndarray:
     """float linear RGB (..., 3) -> CIELAB (D65), float64."""
     xyz = np.asarray(linear, np.float64) @ RGB_TO_XYZ.T / D65
-    f = np.where(xyz > _EPS, np.cbrt(xyz), (_KAPPA * xyz + 16) / 116)
+    f = np.where(xyz > CIE_EPS, np.cbrt(xyz), (CIE_KAPPA * xyz + 16) / 116)
     return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
@@ -86,5 +88,5 @@ def lab_to_linear(lab: np.ndarray) -> np.ndarray:
     fx = fy + lab[..., 1] / 500
     fz = fy - lab[..., 2] / 200
     f = np.stack([fx, fy, fz], -1)
-    xyz = np.where(f**3 > _EPS, f**3, (116 * f - 16) / _KAPPA) * D65
+    xyz = np.where(f**3 > CIE_EPS, f**3, (116 * f - 16) / CIE_KAPPA) * D65
     return xyz @ np.linalg.inv(RGB_TO_XYZ).T

@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-_EPS = 216 / 24389
-_KAPPA = 24389 / 27
-LUMA = (0.2126, 0.7152, 0.0722)
+from engine.edits.colour import CIE_EPS as _EPS, CIE_KAPPA as _KAPPA, LUMA_WEIGHTS as LUMA
 
 
 def luminance(lin: Any) -> Any:

@@ -22,6 +22,7 @@ while a wooden floor recoloured to another wood does not get twice as busy.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -30,7 +31,17 @@ from engine.edits import colour, kernels
 from engine.edits.backend import Backend
 from engine.edits.blend import edge_foreground, pixelwise
 from engine.edits.kernels import RecolorParams
-from engine.rules import Recolor
+
+
+class RecolorTarget(Protocol):
+    """What to paint: an sRGB colour and, for materials, the tonal spread to add."""
+
+    @property
+    def rgb(self) -> tuple[int, int, int]: ...
+    @property
+    def material(self) -> str: ...  # "flat", "wood" or "stone"
+    @property
+    def spread(self) -> float: ...
 
 FIT_SAMPLES = 60_000
 FIT_ROUNDS = 4
@@ -217,7 +228,7 @@ def _texture_std(l_crop: np.ndarray, region: np.ndarray) -> float:
 # -- the edit ----------------------------------------------------------------------------------
 
 
-def recolor(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, op: Recolor, band: int,
+def recolor(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, op: RecolorTarget, band: int,
             backend: Backend) -> np.ndarray:
     """Edited sRGB (0..255 float32) for each pixel of the window where ``alpha > 0``."""
     l_region = colour.lstar(colour.luminance(colour.to_linear(rgb[region])))

@@ -9,13 +9,28 @@ gamut are pulled toward their grey, keeping luminance, rather than clipped per c
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from engine.edits import colour, kernels
 from engine.edits.backend import Backend
 from engine.edits.blend import pixelwise
 from engine.edits.kernels import LUMA, ToneKernelParams
-from engine.job import ToneParams
+
+
+class ToneControls(Protocol):
+    """The four controls, each in [-1, 1] (the tone action's parameters satisfy this)."""
+
+    @property
+    def brightness(self) -> float: ...
+    @property
+    def contrast(self) -> float: ...
+    @property
+    def saturation(self) -> float: ...
+    @property
+    def temperature(self) -> float: ...
+
 
 EXPOSURE_STOPS = 1.6  # brightness +-1 is a slope of 2**+-1.6 at black
 CONTRAST_BETA = 9.0   # contrast +-1 is a sigmoid of this steepness (or its inverse)
@@ -28,7 +43,7 @@ def _after_brightness(l: float, exposure: float) -> float:
     return float(colour.lstar(np.float32(y * exposure / (1.0 + y * (exposure - 1.0)))))
 
 
-def kernel_params(p: ToneParams, mean_l: float) -> ToneKernelParams:
+def kernel_params(p: ToneControls, mean_l: float) -> ToneKernelParams:
     red, blue = 1.0 + WARM[0] * p.temperature, 1.0 + WARM[1] * p.temperature
     gain = np.array([red, 1.0, blue])
     gain /= float(gain @ np.asarray(LUMA))
@@ -42,7 +57,7 @@ def kernel_params(p: ToneParams, mean_l: float) -> ToneKernelParams:
     )
 
 
-def tone(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, params: ToneParams, band: int,
+def tone(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, params: ToneControls, band: int,
          backend: Backend) -> np.ndarray:
     """Edited sRGB (0..255 float32) for each pixel of the window where ``alpha > 0``."""
     pixels = rgb[region]

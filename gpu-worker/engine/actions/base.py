@@ -1,0 +1,82 @@
+"""What an action is, in one place: the message value it accepts, how a rule's value resolves
+against the job's preset, how far its edit reaches, and the edit itself.
+
+Each action is one module of this package holding one ``Action`` subclass instance named
+``ACTION``; ``engine/actions/__init__.py`` collects them into ``ACTIONS``. The message schema
+(engine/job.py) validates ``Rule.action`` and ``Rule.value`` through the registry, the rules
+(engine/rules.py) resolve values with it and the applier (engine/applier.py) runs the edits it
+names, so adding an action is adding one module here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from engine.edits.backend import Backend
+from engine.edits.remove import Inpainter
+from presets import Preset
+
+
+class Op(Protocol):
+    """A rule resolved against its preset (a frozen dataclass): ``action`` names who runs it."""
+
+    action: ClassVar[str]
+
+
+@dataclass(frozen=True)
+class Tools:
+    """What the edits run on, chosen once per worker and handed to every edit."""
+
+    backend: Backend  # the per-pixel kernels (numpy, or torch on a GPU)
+    inpainter: Inpainter
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where an edit works: the pixels it owns, how far past the rule's own region its soft edge
+    may change pixels, and the margin of surroundings its window keeps around ``region``."""
+
+    region: np.ndarray
+    reach: int
+    pad: int
+
+
+class Action(ABC):
+    """One kind of edit a rule can ask for."""
+
+    name: ClassVar[str]
+    value_type: ClassVar[Any]  # what the message's ``value`` must be (a type pydantic validates)
+    value_help: ClassVar[str]  # the same in words, for error messages: "takes no value"
+
+    def __init__(self) -> None:
+        self._value = TypeAdapter(self.value_type)
+
+    def parse_value(self, value: Any) -> Any:
+        """The message's ``value`` validated against ``value_type``; ``ValueError`` with a sentence."""
+        try:
+            return self._value.validate_python(value)
+        except ValidationError as exc:
+            details = "; ".join(
+                (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "") + err["msg"]
+                for err in exc.errors()[:4]
+            )
+            raise ValueError(f"{self.name} {self.value_help} ({details})") from None
+
+    @abstractmethod
+    def resolve(self, value: Any, preset: Preset, concept: str) -> Op:
+        """The op for a parsed value; ``InvalidMessage`` for values the preset does not know."""
+
+    def span(self, region: np.ndarray, protect: np.ndarray | None, band: int) -> Span:
+        """By default an edit owns its region and blends over the usual soft-edge band."""
+        return Span(region, band, 2 * band + 4)
+
+    @abstractmethod
+    def edit(self, op: Op, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
+             tools: Tools) -> np.ndarray:
+        """Edited sRGB (0..255 float32) for each pixel of the window ``rgb`` where ``alpha > 0``,
+        in the order of ``np.nonzero(alpha > 0)``; ``region`` is the span's region in the window."""
