@@ -118,9 +118,9 @@ async def test_a_new_action_runs_in_a_whole_job(grey, tmp_path):
     callbacks = RecordingCallbackSender()
     pipeline = Pipeline(settings, storage, FileMaskSegmenter(tmp_path / "masks"), callbacks)
     result = await pipeline.run_job(make_job(concepts={"Wall": {"action": "grey", "value": {"amount": 1.0}}}))
-    item = result["items"][0]
-    assert item["status"] == "done", item
-    out = decode_png(storage.path_of(item["output_key"]).read_bytes())
+    report = result.items[0].report
+    assert report.status == "done", report
+    out = decode_png(storage.path_of(report.output_key).read_bytes())
     inner = masks["Wall"] & (np.arange(rgb.shape[0])[:, None] < 15)
     assert (out[inner].astype(int).max(axis=1) - out[inner].astype(int).min(axis=1)).max() <= 1
 
