@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from engine import job as job_schema
+from engine.actions import ACTIONS
 from engine.rules import NAMED_TONES
 from engine.settings import PACKAGE_DIR, Settings
 from presets import PRESETS
@@ -37,17 +38,6 @@ DOC = REPO / "docs" / "CONTRACT.md"
 ENV_EXAMPLE = REPO / ".env.example"
 BEGIN = "<!-- generated: {name} (python -m scripts.contract_tables) -->"
 END = "<!-- end generated: {name} -->"
-
-# What each action does to its region, in words (the schema gives the names, these the meaning).
-ACTION_WORDS = {
-    "recolor": ("a palette id of the preset or `#RRGGBB`",
-                "the region takes the target colour while keeping its shading and texture; a material "
-                "(wood, stone) also carries its tonal spread"),
-    "tone": ("a named tone or an object of `brightness`, `contrast`, `saturation`, `temperature`, each in [-1, 1]",
-             "adjusts the region's brightness, contrast, saturation and temperature"),
-    "remove": ("none", "fills the region (the object and its anti-aliased rim) from its surroundings"),
-}
-
 
 def markdown_table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
     header = list(header)
@@ -78,7 +68,8 @@ def _type_name(annotation: object) -> str:
         return f"object of {_type_name(args[0])} to {_type_name(args[1])}"
     if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
         return annotation.__name__
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(annotation, str(annotation))
+    return {str: "string", int: "integer", float: "number", bool: "boolean",
+            typing.Any: "per action (below)"}.get(annotation, str(annotation))
 
 
 def _limits(info: FieldInfo) -> list[str]:
@@ -155,12 +146,8 @@ def tones_table() -> str:
 
 
 def actions_table() -> str:
-    actions = typing.get_args(job_schema.Rule.model_fields["action"].annotation)
-    missing = [a for a in actions if a not in ACTION_WORDS]
-    if missing:
-        raise SystemExit(f"scripts/contract_tables.py: describe the action(s) {missing} in ACTION_WORDS")
     return markdown_table(["action", "value", "what it does"],
-                          ([_code(a), *ACTION_WORDS[a]] for a in actions))
+                          ([_code(a.name), a.value_doc, a.summary] for a in ACTIONS.values()))
 
 
 # -- settings --------------------------------------------------------------------------------------

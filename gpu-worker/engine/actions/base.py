@@ -52,6 +52,8 @@ class Action(ABC):
     name: ClassVar[str]
     value_type: ClassVar[Any]  # what the message's ``value`` must be (a type pydantic validates)
     value_help: ClassVar[str]  # the same in words, for error messages: "takes no value"
+    value_doc: ClassVar[str]  # the value, for the contract's table of actions (docs/CONTRACT.md)
+    summary: ClassVar[str]  # what the action does, for the same table
 
     def __init__(self) -> None:
         self._value = TypeAdapter(self.value_type)

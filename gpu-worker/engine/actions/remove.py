@@ -24,6 +24,8 @@ class RemoveAction(Action):
     name = "remove"
     value_type = None
     value_help = "takes no value"
+    value_doc = "none"
+    summary = "fills the region (the object and its anti-aliased rim) from its surroundings"
 
     def resolve(self, value: Any, preset: Preset, concept: str) -> Remove:
         return Remove()

@@ -43,6 +43,8 @@ class ToneAction(Action):
     name = "tone"
     value_type = str | ToneParams
     value_help = "needs a named tone or an object of brightness/contrast/saturation/temperature"
+    value_doc = "a named tone or an object of `brightness`, `contrast`, `saturation`, `temperature`, each in [-1, 1]"
+    summary = "adjusts the region's brightness, contrast, saturation and temperature"
 
     def resolve(self, value: Any, preset: Preset, concept: str) -> Tone:
         if isinstance(value, ToneParams):
