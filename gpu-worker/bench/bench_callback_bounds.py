@@ -56,6 +56,12 @@ def serve(kind: str) -> int:
                     chunk = b"x" * (1024 * 1024)
                     for _ in range(HUGE_MB):
                         conn.sendall(chunk)
+                # Close only after the client has: unread request bytes would make the close a
+                # reset, which can discard the end of the answer still in flight.
+                conn.shutdown(socket.SHUT_WR)
+                conn.settimeout(30)
+                while conn.recv(65536):
+                    pass
             except OSError:
                 pass
 
@@ -75,6 +81,7 @@ def load_sender(source: Path | None):
     spec = importlib.util.spec_from_file_location("reference_callback", source)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module.HttpCallbackSender
 
@@ -117,6 +124,8 @@ def main() -> None:
                 run = subprocess.run([sys.executable, "-m", "bench.bench_callback_bounds", "--child", kind, source],
                                      cwd=ROOT, capture_output=True, text=True, timeout=600,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+                if run.returncode != 0:
+                    raise SystemExit(f"{kind} / {label} failed:\n{run.stderr[-2000:]}")
                 result = json.loads(run.stdout.strip().splitlines()[-1])
                 rows.append((kind, label, result))
                 print(kind, label, result, flush=True)
