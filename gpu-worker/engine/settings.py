@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     callback_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated hosts (host or host:port) allowed to receive callbacks, http allowed for them; unset: https to public addresses only."""
     callback_timeout_sec: float = Field(10.0, gt=0)
-    """Seconds per callback attempt."""
+    """Seconds per callback attempt as a whole (connect, send, the answer's headers), however slowly bytes arrive."""
     callback_backoff: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [5.0, 30.0, 300.0])
     """Base delays in seconds between callback attempts, comma-separated (full jitter; Retry-After honoured up to the largest)."""
     callback_deadline_sec: float = Field(900.0, gt=0)

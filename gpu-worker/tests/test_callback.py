@@ -242,3 +242,59 @@ async def test_connections_go_to_the_checked_address_with_the_url_host_kept():
     assert [(r.path, r.headers["Host"], r.body) for r in receiver.received] == [
         ("/cb", f"receiver.example.com:{receiver.port}", body)]
 
+
+
+def self_signed(tmp_path, name: str) -> tuple[str, str]:
+    """A certificate for ``name`` and its key, as PEM files (cryptography comes with moto)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+@pytest.mark.parametrize("served_name, ok", [("receiver.example.com", True), ("elsewhere.example.com", False)])
+async def test_tls_certificate_is_checked_against_the_url_host_not_the_address(tmp_path, served_name, ok):
+    """The connection goes to the checked address, but TLS verifies the certificate for the URL's
+    host: a server holding a certificate for another name is refused."""
+    import ssl
+
+    from engine.receiver import LoopbackReceiver
+
+    cert, key = self_signed(tmp_path, served_name)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=cert)  # trusted: only the name can fail
+
+    async def to_loopback(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    body = json.dumps(PAYLOAD).encode()
+    with LoopbackReceiver(SECRET) as receiver:
+        receiver._server.socket = server_ctx.wrap_socket(receiver._server.socket, server_side=True)
+        transport = PublicOnlyTransport(httpx.AsyncHTTPTransport(verify=client_ctx), to_loopback,
+                                        allow=lambda address: address == "127.0.0.1")
+        async with httpx.AsyncClient(transport=transport) as client:
+            url = f"https://receiver.example.com:{receiver.port}/cb"
+            headers = {"Authorization": authorization_header(SECRET, body), "Idempotency-Key": "job_123:0:0"}
+            if ok:
+                assert (await client.post(url, content=body, headers=headers)).status_code == 200
+            else:
+                with pytest.raises(httpx.ConnectError, match="Hostname mismatch|doesn't match"):
+                    await client.post(url, content=body, headers=headers)
+    assert len(receiver.received) == (1 if ok else 0)
