@@ -1,13 +1,17 @@
 """How well an edit made with imperfect masks holds up around the true outlines.
 
-``outline_scores`` compares an edited photo with the same edit made with the exact masks, in a
-band of ``BAND_PX`` pixels either side of the edited region's true outline:
+``outline_scores`` looks at a band of ``BAND_PX`` pixels either side of the edited region's true
+outline (``region``: the true mask minus what is protected), with a pixel counted as changed when
+it moved by more than ``DE_VISIBLE`` (CIEDE2000) from the photo:
 
-- ``wrong``: the share of band pixels that end wrong - changed when they should not be, or not
-  changed when they should - counted as a CIEDE2000 difference above ``DE_VISIBLE`` from the
-  exact-mask result;
-- ``bleed``: the share of the region's neighbouring pixels (outside it, beyond the soft edge the
-  edits may blend over, within the band) that changed by more than ``DE_VISIBLE`` from the photo.
+- ``wrong``: the share of band pixels that end wrong - changed outside the region, or left
+  unchanged inside it. Inside pixels that the same edit made with the exact masks does not
+  visibly change either (a tone on an already light ceiling) are not counted: there, unchanged
+  is right.
+- ``bleed``: the share of the region's neighbouring pixels (outside it, beyond the ``soft_px``
+  soft edge the edits may blend over, within the band) that changed.
+- ``off_exact``: the stricter comparison, the share of band pixels further than ``DE_VISIBLE``
+  from the result of the exact masks (a half-painted pixel on the outline counts here).
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.edits.colour import srgb_to_lab
 from devtools.metrics import ciede2000
+from engine.edits.colour import srgb_to_lab
 
 BAND_PX = 12
 DE_VISIBLE = 3.0
@@ -28,13 +32,18 @@ def _delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def outline_scores(before: np.ndarray, after: np.ndarray, reference: np.ndarray, region: np.ndarray,
                    soft_px: int, band: int = BAND_PX) -> dict[str, float]:
-    """``region``: the pixels the exact edit changes (its true mask minus the true protect)."""
+    """``after``: the edit with the masks under test; ``reference``: the same edit with the exact masks."""
     d_in = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     d_out = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     ring = (region & (d_in <= band)) | (~region & (d_out <= band))
-    neighbours = ~region & (d_out > soft_px) & (d_out <= band)
-    wrong = _delta_e(after[ring], reference[ring]) > DE_VISIBLE
-    bleed = _delta_e(after[neighbours], before[neighbours]) > DE_VISIBLE
-    return {"wrong": float(wrong.mean()) if wrong.size else 0.0,
-            "bleed": float(bleed.mean()) if bleed.size else 0.0,
-            "band_pixels": int(ring.sum())}
+    inside = region[ring]
+    changed = _delta_e(after[ring], before[ring]) > DE_VISIBLE
+    intended = _delta_e(reference[ring], before[ring]) > DE_VISIBLE
+    counted = ~inside | intended
+    wrong = (changed & ~inside) | (~changed & inside & intended)
+    neighbours = (~region & (d_out > soft_px))[ring]
+    off_exact = _delta_e(after[ring], reference[ring]) > DE_VISIBLE
+    return {"wrong": float(wrong[counted].mean()) if counted.any() else 0.0,
+            "bleed": float(changed[neighbours].mean()) if neighbours.any() else 0.0,
+            "off_exact": float(off_exact.mean()) if off_exact.size else 0.0,
+            "band_pixels": int(counted.sum())}

@@ -8,7 +8,7 @@ turns it into a mask whose outline follows the photo:
 
 1. Clean: islands and holes smaller than ``MIN_SPECK_CELLS`` grid cells are removed / filled
    (a size relative to the photo, since the grid is).
-2. Band: the mask is certain deeper than ``band`` pixels (one grid cell and a pixel) inside
+2. Band: the mask is certain deeper than ``band`` pixels (``BAND_CELLS`` grid cells) inside
    ("sure inside") or outside ("sure outside"); only the band between is decided again.
 3. Decide the band from local colour: around each band pixel, the mean and spread of the
    photo's colour (CIELAB, lightly smoothed against sensor noise) over the sure-inside and the
@@ -37,6 +37,9 @@ OUTLIER_SIGMAS = 3.0  # a band pixel farther than this from the inside colour is
 SEPARATION = 2.0  # sides closer than this (in spreads) are not told apart by colour
 NOISE_FLOOR = 1.5  # CIELAB variance added to every spread (about 1.2 dE of noise)
 SMOOTH_SIGMA = 0.8  # px; denoises the colours the band is decided on
+# The band's half width in cells: the prediction's own displacement (up to a cell) plus a mask
+# running a cell into its neighbour (a wall over the door frame).
+BAND_CELLS = 2.0
 
 
 def prediction_cell_px(shape: tuple[int, ...], grid: int = PREDICTION_GRID) -> float:
@@ -45,7 +48,8 @@ def prediction_cell_px(shape: tuple[int, ...], grid: int = PREDICTION_GRID) -> f
 
 
 def band_px(shape: tuple[int, ...]) -> int:
-    return int(math.ceil(prediction_cell_px(shape))) + 1
+    """How far from the coarse outline the fit may move it, in pixels."""
+    return int(math.ceil(BAND_CELLS * prediction_cell_px(shape))) + 1
 
 
 def clean_specks(mask: np.ndarray, min_area: float) -> np.ndarray:
@@ -84,7 +88,7 @@ def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) ->
     cleaned = clean_specks(mask, min_area)
     if not cleaned.any() or cleaned.all():
         return cleaned
-    band = int(math.ceil(cell)) + 1
+    band = int(math.ceil(BAND_CELLS * cell)) + 1
     m8 = cleaned.astype(np.uint8)
     sure_in = cv2.erode(m8, _disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool)
     sure_out = ~cv2.dilate(m8, _disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool)

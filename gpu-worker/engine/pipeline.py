@@ -30,6 +30,7 @@ from engine.job import Item, check_item_keys, instances_key, mask_key, parse_env
 from engine.jobrun import ItemListener, JobRun
 from engine.logs import StageClock, Stopwatch, job_id_var
 from engine.phases import ItemPlace, Phase
+from engine.plan_masks import fit_masks
 from engine.postprocess import (DecodedImage, decode_image, decode_instances, decode_mask, encode_instances,
                                 encode_mask, encode_png, encode_thumbnail)
 from engine.report import ItemReport, JobResult
@@ -188,9 +189,10 @@ class Pipeline:
         image = await self._decode(data)
         del data
         if recipe.segments:
-            masks = await self._segment(image, item.input_key, planned.concepts)
+            masks = await self._segment(image, item.input_key, plan.concepts_to_prompt())
         else:
             masks = await self._load_masks(planned, item.idx, image.size)
+        masks = await self._fit_masks(plan, image, masks)
         # The edit and the masks' encoding run side by side; the result is encoded after it.
         edited = asyncio.create_task(self._edit(plan, image, masks)) if recipe.renders else None
         try:
@@ -215,6 +217,10 @@ class Pipeline:
     async def _segment(self, image: DecodedImage, image_id: str, concepts: list[Concept]) -> Segmentation:
         with self.stages.timed("segment"):
             return await self.batcher.segment(SegmentRequest(image.rgb, image_id), concepts)
+
+    async def _fit_masks(self, plan: Plan, image: DecodedImage, masks: Segmentation) -> Segmentation:
+        with self.stages.timed("fit_masks"):
+            return await asyncio.to_thread(fit_masks, image.rgb, masks, plan)
 
     async def _edit(self, plan: Plan, image: DecodedImage, masks: Segmentation) -> np.ndarray:
         def edit() -> np.ndarray:

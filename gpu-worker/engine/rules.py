@@ -40,6 +40,13 @@ class Plan:
         names = [r.concept for r in self.rules] + [p for p in self.protect]
         return [self.preset.concepts[n] for n in dict.fromkeys(names)]
 
+    def concepts_to_prompt(self) -> list[Concept]:
+        """The concepts the segmenter is asked for: derived ones replaced by their sources."""
+        names: list[str] = []
+        for concept in self.concepts_to_find():
+            names.extend(concept.derived.sources if concept.derived else (concept.name,))
+        return [self.preset.concepts[n] for n in dict.fromkeys(names)]
+
 
 def make_plan(job: Job) -> Plan:
     preset = PRESETS.get(job.preset)

@@ -48,6 +48,7 @@ from transformers import Sam3Model, Sam3Processor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
+from engine.dedupe import merge_duplicates
 from engine.device_faults import is_device_failure
 from engine.errors import DeviceFailure, GpuOutOfMemory, SegmentationError, SegmentationUnavailable
 from engine.segmenter import ConceptMasks, Instance, Segmentation, SegmenterBase, SegmentRequest
@@ -400,6 +401,8 @@ class _OnHost:
                 rows = [(union_at, k.scores[0])] if _box_holds_pixels(boxes[union_at]) else []
             instances = [Instance.from_crop(i, score, boxes[r], _in_box(masks[r], boxes[r]), masks.shape[1:])
                          for i, (r, score) in enumerate(rows)]
+            if k.concept.multi_instance:  # the same object proposed twice, or whole and in part
+                instances = merge_duplicates(instances)
             # A copy: a view would keep the photo's whole stack of masks alive.
             result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at].copy(), instances)
         return result

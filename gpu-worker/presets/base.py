@@ -6,11 +6,20 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A concept made from others' masks instead of prompted (engine/derive.py has the rules)."""
+
+    rule: str  # a rule of engine.derive.RULES
+    sources: tuple[str, ...]  # the concepts it is made from (prompted ones)
+
+
+@dataclass(frozen=True)
 class Concept:
     name: str
     prompt: str  # the SAM3 text prompt
     threshold: float  # detection score threshold
     multi_instance: bool  # whether instances are listed separately (#1..#N cards)
+    derived: Derived | None = None  # made from other concepts' masks; never prompted
 
 
 @dataclass(frozen=True)

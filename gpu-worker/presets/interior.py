@@ -1,6 +1,6 @@
 """Interior preset: rooms, surfaces and the fine structures users protect."""
 
-from presets.base import Concept, PaletteEntry, build_preset
+from presets.base import Concept, Derived, PaletteEntry, build_preset
 
 PRESET = build_preset(
     "interior",
@@ -9,7 +9,8 @@ PRESET = build_preset(
         Concept("Floor", "floor", 0.40, multi_instance=False),
         Concept("Ceiling", "ceiling", 0.40, multi_instance=False),
         Concept("Tile", "tiles", 0.40, multi_instance=False),
-        Concept("Grout", "tile grout lines", 0.30, multi_instance=False),
+        # Grout lines are thinner than SAM3's mask cell: found in the photo within the tiles.
+        Concept("Grout", "tile grout lines", 0.30, multi_instance=False, derived=Derived("lines_within", ("Tile",))),
         Concept("Door", "door", 0.45, multi_instance=True),
         Concept("Window", "window", 0.45, multi_instance=True),
         Concept("Glass_highlight", "bright reflection on glass", 0.30, multi_instance=False),

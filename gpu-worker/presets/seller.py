@@ -1,12 +1,17 @@
 """Seller preset: product photos for marketplaces."""
 
-from presets.base import Concept, PaletteEntry, build_preset
+from presets.base import Concept, Derived, PaletteEntry, build_preset
 
 PRESET = build_preset(
     "seller",
     concepts=[
         Concept("Product", "product", 0.40, multi_instance=True),
-        Concept("Background", "background", 0.35, multi_instance=False),
+        # SAM3 rarely finds "background" (it usually returns nothing): it is everything that is
+        # not the product, a prop or a reflection. The shadow stays part of it, so a backdrop
+        # recolor keeps the contact shadow (recolor keeps shading) instead of leaving a patch of
+        # the old backdrop colour around the product's foot.
+        Concept("Background", "background", 0.35, multi_instance=False,
+                derived=Derived("complement", ("Product", "Prop", "Reflection"))),
         Concept("Shadow", "shadow", 0.30, multi_instance=True),
         Concept("Reflection", "reflection", 0.30, multi_instance=True),
         Concept("Logo", "logo", 0.40, multi_instance=True),
