@@ -84,6 +84,8 @@ def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) ->
     """``mask`` (bool H x W) with specks cleaned and its outline moved onto ``rgb``'s edges
     within one prediction cell (``cell`` px; by default the SAM3 grid's at this size)."""
     cell = prediction_cell_px(mask.shape) if cell is None else cell
+    if cell < 1.0:  # the prediction is as fine as the photo: nothing coarse to fit
+        return mask.copy()
     min_area = MIN_SPECK_CELLS * cell * cell
     cleaned = clean_specks(mask, min_area)
     if not cleaned.any() or cleaned.all():
