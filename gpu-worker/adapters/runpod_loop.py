@@ -69,16 +69,20 @@ class WorkerLoop(JobScaler):
         self._changed = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.handle_shutdown, sig, None)
-        async with AsyncClientSession() as session:
-            taking = asyncio.create_task(self.get_jobs(session))
-            stops = asyncio.create_task(self.monitor_stop_signals(session))
-            await self._shutdown_event.wait()
-            for task in (taking, stops):
-                task.cancel()
-            await asyncio.gather(taking, stops, return_exceptions=True)
-            if self.signalled:
-                self.engine.begin_shutdown()
-            await self._drain()
+        try:
+            async with AsyncClientSession() as session:
+                taking = asyncio.create_task(self.get_jobs(session))
+                stops = asyncio.create_task(self.monitor_stop_signals(session))
+                await self._shutdown_event.wait()
+                if self.signalled:
+                    self.engine.begin_shutdown()
+                for task in (taking, stops):
+                    task.cancel()
+                await asyncio.gather(taking, stops, return_exceptions=True)
+                await self._drain()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
         log.info("worker.loop_end", extra={"signalled": self.signalled,
                                            "fresh_worker": self.engine.needs_fresh_worker})
 

@@ -44,7 +44,7 @@ def make_handler(pipeline: Pipeline, progress: Progress | None = None):
         def item_done(report: ItemReport, delivery: Delivery) -> None:
             nonlocal finished
             finished += 1
-            if progress is not None:
+            if progress is not None and finished < total:  # the last one comes with the result
                 progress(job, {"items_finished": finished, "items_total": total})
 
         try:
@@ -76,17 +76,17 @@ def start(settings: Settings, pipeline: Pipeline | None = None) -> None:
         sys.argv = argv  # the SDK's local tools (one job at a time) read their flags again
         runpod.serverless.start({"handler": config["handler"]})
         return
-    config["handler"] = make_handler(pipeline, runpod.serverless.progress_update)
-    config["concurrency_modifier"] = concurrency_modifier(settings, pipeline)
-    serve(config, pipeline)
+    serve(settings, pipeline, config["rp_args"])
 
 
-def serve(config: dict[str, Any], pipeline: Pipeline) -> None:
+def serve(settings: Settings, pipeline: Pipeline, rp_args: dict[str, Any] | None = None) -> None:
     """The SDK's ``run_worker`` with the worker's own loop: fitness checks, the ping process
     (it reports the jobs in hand), then jobs until a signal or a broken GPU."""
+    config = {"handler": make_handler(pipeline, runpod.serverless.progress_update),
+              "concurrency_modifier": concurrency_modifier(settings, pipeline), "rp_args": rp_args or {}}
     asyncio.run(run_fitness_checks())
     mirror = PingJobMirror()
     JobsProgress().set_mirror(mirror)
     heartbeat.start_ping(mirror)
-    log.info("worker.serving", extra={"job_concurrency": config["concurrency_modifier"](0)})
+    log.info("worker.serving", extra={"job_concurrency": settings.job_concurrency})
     WorkerLoop(config, pipeline).start()
