@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -64,6 +65,7 @@ class LoopbackReceiver:
     received: list[ReceivedCallback] = field(default_factory=list)
     outcomes: dict[tuple[str, int], str] = field(default_factory=dict)  # (job_id, idx) -> done / failed
     seen: set[str] = field(default_factory=set)  # idempotency keys applied
+    answer_after_s: float = 0.0  # a slow receiver: each answer waits this long (recorded first)
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> ReceivedCallback:
         """One callback: decides the answer and records it (thread-safe)."""
@@ -105,7 +107,9 @@ class LoopbackReceiver:
                     self._answer(400 if length < 0 else 413)
                     return
                 body = self.rfile.read(length)
-                self._answer(receiver.handle(self.path, dict(self.headers.items()), body).status)
+                record = receiver.handle(self.path, dict(self.headers.items()), body)
+                time.sleep(receiver.answer_after_s)
+                self._answer(record.status)
 
             def _answer(self, status: int) -> None:
                 self.send_response(status)
