@@ -128,3 +128,10 @@ def test_before_after_picture_runs_the_sample_job(tmp_path):
     before, after = pixels[:, :160], pixels[:, 168:]
     changed = np.abs(before - after).max(axis=2) > 24
     assert 0.2 < changed.mean() < 0.9  # walls, floor, ceiling and the lamp change; the rest does not
+
+
+def test_readme_test_command_is_what_ci_runs():
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "cd gpu-worker" in ci and "python -m pytest -q" in ci
+    assert "cd gpu-worker && python -m pytest -q" in readme
