@@ -191,7 +191,12 @@ def write_sheet(results: list[Outcome]) -> Path:
     return path
 
 
-if __name__ == "__main__":
+def main() -> int:
     found = outcomes()
     print("\n".join(section(found, "CPU")))
     print(f"wrote {write_sheet(found)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
