@@ -9,7 +9,8 @@ rest of the batch finishes. When a batch fails (out of GPU memory, or a photo th
 on) the photos it had not finished are retried one at a time, so only a photo that fails alone
 is reported failed and its batch mates are not; a ``DeviceFailure`` (the GPU context is gone)
 fails the whole batch at once, as retrying on that device cannot help. A photo whose item was
-stopped while it waited is dropped from the queue.
+stopped while it waited is dropped from the queue; one stopped during its batch keeps its
+memory lease (engine/budget.py) until the batch's thread returns.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.budget import Lease
 from engine.errors import DeviceFailure, GpuOutOfMemory, SegmentationError
 from engine.segmenter import Segmentation, SegmentRequest, Segmenter
 from presets import Concept
@@ -31,6 +33,7 @@ class _Pending:
     request: SegmentRequest
     concepts: tuple[Concept, ...]
     future: asyncio.Future[Segmentation]
+    lease: Lease | None
 
 
 class SegmentBatcher:
@@ -41,9 +44,10 @@ class SegmentBatcher:
         self._worker: asyncio.Task[None] | None = None
         self.batch_sizes: list[int] = []  # what ran, for tests and benchmarks
 
-    async def segment(self, request: SegmentRequest, concepts: Sequence[Concept]) -> Segmentation:
+    async def segment(self, request: SegmentRequest, concepts: Sequence[Concept], lease: Lease | None = None) -> Segmentation:
+        """The photo's masks; ``lease`` (its memory) is held while a batch holding it runs."""
         future: asyncio.Future[Segmentation] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(request, tuple(concepts), future))
+        self._pending.append(_Pending(request, tuple(concepts), future, lease))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future
@@ -99,7 +103,14 @@ class SegmentBatcher:
             if handed != len(batch):
                 raise SegmentationError(f"the segmenter returned {handed} results for {len(batch)} photos")
 
-        await asyncio.to_thread(work)
+        leases = [p.lease for p in batch if p.lease is not None]
+        for lease in leases:
+            lease.hold()
+        try:
+            await asyncio.to_thread(work)
+        finally:
+            for lease in leases:
+                lease.let_go()
 
 
 def _set_result(future: asyncio.Future[Segmentation], result: Segmentation) -> None:

@@ -15,7 +15,8 @@
     │   └── DeviceFailure            SEGMENTATION_ERROR, and the process needs a fresh GPU
     ├── MasksNotFound                MASKS_NOT_FOUND
     ├── WorkerTimeout                TIMEOUT
-    ├── ShuttingDown                 INTERNAL_ERROR     the worker stopped before the item started
+    │   └── ItemStopped              TIMEOUT            the job was stopped (platform stop, cancelled
+    │                                                   handler, shutdown) before the item finished
     └── QueueApiError                INTERNAL_ERROR     (adapters/queue_pull.py) the queue API failed;
                                                         never an item's outcome
 
@@ -93,8 +94,11 @@ class WorkerTimeout(WorkerError):
     code = "TIMEOUT"
 
 
-class ShuttingDown(WorkerError):
-    """The worker received SIGTERM before this item started; the job can be resubmitted."""
+class ItemStopped(WorkerTimeout):
+    """The job was stopped before this item finished; sending the job again finishes it."""
+
+    def __init__(self, message: str = "stopped before this item finished; send the job again") -> None:
+        super().__init__(message)
 
 
 def error_code_of(exc: BaseException) -> tuple[str, str]:

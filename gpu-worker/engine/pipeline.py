@@ -5,9 +5,11 @@ result (redelivery) -> download -> decode -> masks (segmented, or the stored one
 recipe decides, engine/stages.py) -> edit -> encode -> upload, the marker object last. The
 stages fall into three bounded phases (engine/phases.py): fetch (download), pixels (decode to
 encode) and store (upload); ``batch_concurrency`` items at most are in each, so while the device
-segments some photos the next ones download and decode and the previous ones upload. The job
-around the items (reporting each once, its callback) is engine/jobrun.py. Every exception is
-mapped to a contract error code in one place (``errors.error_code_of``).
+segments some photos the next ones download and decode and the previous ones upload. A photo
+decoded holds a lease on the memory budget every job shares (engine/budget.py) from its decode
+to its encode. The job around the items (each reported once, its callback, stops) is
+engine/jobrun.py. Every exception is mapped to a contract error code in one place
+(``errors.error_code_of``).
 """
 
 from __future__ import annotations
@@ -15,19 +17,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from engine.applier import Edit, apply_edits_with
 from engine.batching import SegmentBatcher
+from engine.budget import Lease, MemoryBudget, estimate_decoded_bytes, run_held
 from engine.callback import CallbackSender
 from engine.edits.backend import Backend, NumpyBackend
 from engine.edits.remove import Inpainter, PatchInpainter
 from engine.errors import DeviceFailure, InputNotFound, InputTooLarge, JobParseError, MasksNotFound, WorkerError
 from engine.job import Item, check_item_keys, instances_key, mask_key, parse_envelope, parse_job, unwrap_event
-from engine.jobrun import ItemListener, JobRun
+from engine.jobrun import ItemListener, JobRun, JobTracker, WriteGate
 from engine.logs import StageClock, Stopwatch, job_id_var
 from engine.phases import ItemPlace, Phase
 from engine.plan_masks import fit_masks
@@ -37,12 +41,14 @@ from engine.report import ItemReport, JobResult
 from engine.rules import Plan
 from engine.segmenter import ConceptMasks, Segmentation, SegmentRequest, Segmenter, instances_from_union
 from engine.settings import Settings
-from engine.stages import Encoded, PlannedJob, plan_job
+from engine.stages import Encoded, PlannedJob, StoredObject, plan_job
 from engine.storage import Storage
 from engine.stored_masks import MAX_INSTANCES_FILE_BYTES
 from presets import Concept
 
 log = logging.getLogger("worker.pipeline")
+
+T = TypeVar("T")
 
 
 def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], np.ndarray | None]:
@@ -74,19 +80,24 @@ class Handoff:
     deadline: asyncio.Timeout
 
     async def enter(self, phase: Phase) -> None:
+        await self.paused(self.place.enter(phase))
+
+    async def paused(self, waiting: Awaitable[T]) -> T:
+        """Await ``waiting`` (a slot, a memory lease) with the item's deadline paused."""
         loop, when = asyncio.get_running_loop(), self.deadline.when()
         if when is None:
-            await self.place.enter(phase)
-            return
+            return await waiting
         left = when - loop.time()
         self.deadline.reschedule(None)
-        await self.place.enter(phase)
-        self.deadline.reschedule(loop.time() + left)
+        try:
+            return await waiting
+        finally:
+            self.deadline.reschedule(loop.time() + left)
 
 
 class Pipeline:
-    """The worker's parts (built by engine/wiring.py, or test doubles) and its shared state:
-    one segmentation batcher and one edit gate for every job the process runs."""
+    """The worker's parts (built by engine/wiring.py, or test doubles) and what every job the
+    process runs shares: one segmentation batcher, one memory budget, one edit gate."""
 
     def __init__(
         self,
@@ -111,15 +122,53 @@ class Pipeline:
         # segmented in one batch would otherwise all be edited at once. A thread semaphore: edits
         # run in worker threads, and it holds across jobs and event loops.
         self.render_slots = threading.BoundedSemaphore(settings.render_concurrency)
+        self.budget = MemoryBudget(settings.decoded_budget_mb * 1024 * 1024)
         # Set after an unrecoverable CUDA error; the platform adapter then asks for a fresh worker.
         self.needs_fresh_worker = False
         self.stopping = False
-        self.jobs_running = 0
+        self.jobs = JobTracker()
+        self._shutdown_lock = threading.Lock()
+        self._shutdown_events: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self.stages = StageClock()  # cumulative seconds per stage, over the process's life
 
     def begin_shutdown(self) -> None:
-        """On SIGTERM: items already running finish; items not yet started are reported failed."""
-        self.stopping = True
+        """Stop every job now and refuse new ones (SIGTERM). Thread-safe: may be called from a
+        signal handler or another thread. Each job reports its unfinished items ``TIMEOUT``
+        within ``STOP_GRACE_SEC`` and returns (engine/jobrun.py)."""
+        with self._shutdown_lock:
+            self.stopping = True
+            events = list(self._shutdown_events.items())
+        for loop, event in events:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    def _shutdown_event(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        with self._shutdown_lock:
+            event = self._shutdown_events.get(loop)
+            if event is None:
+                event = self._shutdown_events[loop] = asyncio.Event()
+            if self.stopping:
+                event.set()
+        return event
+
+    @property
+    def jobs_working(self) -> int:
+        """Jobs with an item not yet reported."""
+        return self.jobs.working
+
+    @property
+    def jobs_delivering(self) -> int:
+        """Jobs whose items are all reported, waiting only for callbacks (no memory, no device)."""
+        return self.jobs.delivering
+
+    @property
+    def jobs_running(self) -> int:
+        return self.jobs.running
+
+    async def wait_idle(self, timeout: float | None) -> bool:
+        """True once no job runs; False if one still does after ``timeout`` seconds."""
+        return await self.jobs.wait_idle(timeout)
 
     # -- job ---------------------------------------------------------------------------------
 
@@ -133,7 +182,8 @@ class Pipeline:
             log.warning("job.rejected", extra={"reason": exc.message})
             return JobResult.rejected(exc.message)
         job_id_var.set(envelope.job_id)
-        run = JobRun(envelope, self.callbacks, on_item_done)
+        run = JobRun(envelope, self.callbacks, self.jobs, stop=self._shutdown_event(),
+                     grace_sec=self.settings.stop_grace_sec, on_item_done=on_item_done)
         try:
             planned = plan_job(parse_job(event))
         except WorkerError as exc:
@@ -143,23 +193,19 @@ class Pipeline:
         job = planned.job
         log.info("job.start", extra={"items": len(job.items), "stage": job.stage, "preset": job.preset})
 
-        async def work(item: Item, place: ItemPlace) -> ItemReport:
-            return await self._run_item(planned, item, place)
+        async def work(item: Item, place: ItemPlace, gate: WriteGate) -> ItemReport:
+            return await self._run_item(planned, item, place, gate)
 
-        self.jobs_running += 1
-        try:
-            return await run.run(list(job.items), work, job.batch_concurrency or self.settings.batch_concurrency,
-                                 lambda: self.stopping)
-        finally:
-            self.jobs_running -= 1
+        concurrency = min(job.batch_concurrency or self.settings.batch_concurrency, self.settings.max_batch_concurrency)
+        return await run.run(list(job.items), work, concurrency, self.storage)
 
     # -- item --------------------------------------------------------------------------------
 
-    async def _run_item(self, planned: PlannedJob, item: Item, place: ItemPlace) -> ItemReport:
+    async def _run_item(self, planned: PlannedJob, item: Item, place: ItemPlace, gate: WriteGate) -> ItemReport:
         watch = Stopwatch()
         try:
             async with asyncio.timeout(self.settings.item_timeout_sec) as deadline:
-                report = await self._process(planned, item, Handoff(place, deadline))
+                report = await self._process(planned, item, Handoff(place, deadline), gate)
         except Exception as exc:
             report = ItemReport.failure(item.idx, exc)
             if isinstance(exc, DeviceFailure):
@@ -172,8 +218,9 @@ class Pipeline:
         log.info("item.done", extra={"ms": watch.ms()})
         return report
 
-    async def _process(self, planned: PlannedJob, item: Item, place: Handoff) -> ItemReport:
-        """The item's stages; ``place`` is in the fetch phase on entry."""
+    async def _process(self, planned: PlannedJob, item: Item, place: Handoff, gate: WriteGate) -> ItemReport:
+        """The item's stages; ``place`` is in the fetch phase on entry, every write goes
+        through ``gate``."""
         job, plan, recipe = planned.job, planned.plan, planned.recipe
         check_item_keys(job, item)
         fingerprint = planned.fingerprint(item)
@@ -186,90 +233,99 @@ class Pipeline:
             data = await self.storage.get(item.input_key, self.settings.max_input_bytes)
 
         await place.enter("pixels")
-        image = await self._decode(data)
-        del data
-        if recipe.segments:
-            masks = await self._segment(image, item.input_key, plan.concepts_to_prompt())
-        else:
-            masks = await self._load_masks(planned, item.idx, image.size)
-        masks = await self._fit_masks(plan, image, masks)
-        # The edit and the masks' encoding run side by side; the result is encoded after it.
-        edited = asyncio.create_task(self._edit(plan, image, masks)) if recipe.renders else None
+        lease = await place.paused(self.budget.acquire(estimate_decoded_bytes(data, self.settings.max_output_side)))
         try:
-            encoded = await self._encode_masks(masks, image.size) if recipe.writes_masks else Encoded()
-            if edited is not None:
-                encoded.result, encoded.preview = await self._encode_result(await edited, image)
+            image = await self._decode(lease, data)
+            del data
+            if recipe.segments:
+                masks = await self._segment(lease, image, item.input_key, plan.concepts_to_prompt())
+            else:
+                masks = await self._load_masks(lease, planned, item.idx, image.size)
+            masks = await self._fit_masks(lease, plan, image, masks)
+            # The edit and the masks' encoding run side by side; the result is encoded after it.
+            edited = asyncio.create_task(self._edit(lease, plan, image, masks)) if recipe.renders else None
+            try:
+                encoded = await self._encode_masks(lease, masks, image.size) if recipe.writes_masks else Encoded()
+                if edited is not None:
+                    encoded.result, encoded.preview = await self._encode_result(lease, await edited, image)
+            finally:
+                if edited is not None and not edited.done():
+                    edited.cancel()
+            del image, masks, edited
         finally:
-            if edited is not None and not edited.done():
-                edited.cancel()
-        del image, masks, edited
+            lease.release()  # the budget gets it back once the threads working on it have returned
 
         await place.enter("store")
-        await self._store(recipe.objects(job, item, encoded, {"fingerprint": fingerprint}))
+        await self._store(gate, recipe.objects(job, item, encoded, {"fingerprint": fingerprint}))
         return recipe.report(job, plan, item)
 
-    async def _decode(self, data: bytes) -> DecodedImage:
-        with self.stages.timed("decode"):
-            return await asyncio.to_thread(
-                decode_image, data, max_pixels=self.settings.max_input_pixels,
-                max_side=self.settings.max_output_side, jpeg_device=self.jpeg_device)
+    async def _decode(self, lease: Lease, data: bytes) -> DecodedImage:
+        def decode() -> DecodedImage:
+            with self.stages.timed("decode"):
+                return decode_image(data, max_pixels=self.settings.max_input_pixels,
+                                    max_side=self.settings.max_output_side, jpeg_device=self.jpeg_device)
 
-    async def _segment(self, image: DecodedImage, image_id: str, concepts: list[Concept]) -> Segmentation:
+        return await run_held(lease, decode)
+
+    async def _segment(self, lease: Lease, image: DecodedImage, image_id: str, concepts: list[Concept]) -> Segmentation:
         with self.stages.timed("segment"):
-            return await self.batcher.segment(SegmentRequest(image.rgb, image_id), concepts)
+            return await self.batcher.segment(SegmentRequest(image.rgb, image_id), concepts, lease)
 
-    async def _fit_masks(self, plan: Plan, image: DecodedImage, masks: Segmentation) -> Segmentation:
-        with self.stages.timed("fit_masks"):
-            return await asyncio.to_thread(fit_masks, image.rgb, masks, plan)
+    async def _fit_masks(self, lease: Lease, plan: Plan, image: DecodedImage, masks: Segmentation) -> Segmentation:
+        def fit() -> Segmentation:
+            with self.stages.timed("fit_masks"):
+                return fit_masks(image.rgb, masks, plan)
 
-    async def _edit(self, plan: Plan, image: DecodedImage, masks: Segmentation) -> np.ndarray:
+        return await run_held(lease, fit)
+
+    async def _edit(self, lease: Lease, plan: Plan, image: DecodedImage, masks: Segmentation) -> np.ndarray:
         def edit() -> np.ndarray:
             with self.render_slots, self.stages.timed("apply"):
                 edits, protect = edits_for(plan, masks)
                 return apply_edits_with(image.rgb, edits, protect, backend=self.edit_backend,
                                         inpainter=self.inpainter)
 
-        return await asyncio.to_thread(edit)
+        return await run_held(lease, edit)
 
-    async def _encode_masks(self, masks: Segmentation, size: tuple[int, int]) -> Encoded:
+    async def _encode_masks(self, lease: Lease, masks: Segmentation, size: tuple[int, int]) -> Encoded:
         def encode() -> Encoded:
             with self.stages.timed("encode"):
                 return Encoded(masks={n: encode_mask(m.union) for n, m in masks.items()},
                                instances=encode_instances(masks, size))
 
-        return await asyncio.to_thread(encode)
+        return await run_held(lease, encode)
 
-    async def _encode_result(self, result: np.ndarray, image: DecodedImage) -> tuple[bytes, bytes]:
+    async def _encode_result(self, lease: Lease, result: np.ndarray, image: DecodedImage) -> tuple[bytes, bytes]:
         def encode() -> tuple[bytes, bytes]:
             with self.stages.timed("encode"):
                 png = encode_png(result, image.alpha, image.icc_profile, self.settings.png_compress_level)
                 return png, encode_thumbnail(result, self.settings.thumbnail_side)
 
-        return await asyncio.to_thread(encode)
+        return await run_held(lease, encode)
 
-    async def _store(self, objects: list) -> None:
+    async def _store(self, gate: WriteGate, objects: list[StoredObject]) -> None:
         """Every object; the marker (last) only once the others are stored."""
         with self.stages.timed("upload"):
             *first, last = objects
-            await asyncio.gather(*(self.storage.put(*obj) for obj in first))
-            await self.storage.put(*last)
+            await asyncio.gather(*(gate.put(*obj) for obj in first))
+            await gate.put(*last)
 
     # -- stored masks (stage apply) ----------------------------------------------------------
 
-    async def _load_masks(self, planned: PlannedJob, idx: int, size: tuple[int, int]) -> Segmentation:
+    async def _load_masks(self, lease: Lease, planned: PlannedJob, idx: int, size: tuple[int, int]) -> Segmentation:
         job, concepts = planned.job, planned.concepts
         with self.stages.timed("load_masks"):
             async def load(concept: Concept) -> tuple[Concept, np.ndarray]:
                 key = mask_key(job, idx, concept.name)
                 data = await self._get_stored(key)
-                return concept, await asyncio.to_thread(decode_mask, data, size, key=key)
+                return concept, await run_held(lease, lambda: decode_mask(data, size, key=key))
 
             loaded = await asyncio.gather(*(load(c) for c in concepts))
             if not planned.recipe.loads_instances(planned.plan):
                 return {c.name: ConceptMasks(c.name, mask) for c, mask in loaded}
             key = instances_key(job, idx)
             data = await self._get_stored(key, MAX_INSTANCES_FILE_BYTES)
-            instances = await asyncio.to_thread(decode_instances, data, size, key=key)
+            instances = await run_held(lease, lambda: decode_instances(data, size, key=key))
             return {
                 c.name: ConceptMasks(c.name, mask, instances.get(c.name) or instances_from_union(mask, c.multi_instance))
                 for c, mask in loaded

@@ -51,9 +51,15 @@ class Settings(BaseSettings):
 
     # Work
     batch_concurrency: int = Field(4, ge=1, le=32)
-    """Photos of one job held decoded at once when the job does not say (the memory bound); as many again may be downloading, and as many uploading."""
+    """A job's items in each phase at once (download, pixels, upload) when the job does not say."""
+    max_batch_concurrency: int = Field(8, ge=1, le=32)
+    """A job's own batch_concurrency is capped at this."""
     job_concurrency: int = Field(4, ge=1, le=64)
-    """Jobs one Runpod worker runs at once (the runpod SDK's concurrency_modifier), sharing one model, one segmentation batcher and one memory budget."""
+    """Jobs one worker runs at once (the runpod SDK's concurrency_modifier), sharing one model, one segmentation batcher and DECODED_BUDGET_MB."""
+    decoded_budget_mb: int = Field(2560, ge=1)
+    """Photos held decoded across all jobs, in MB of estimated decoded cost (about 240 MB for a 12 MP JPEG, more for 16-bit or paletted sources); a larger photo runs alone."""
+    stop_grace_sec: float = Field(20.0, gt=0)
+    """On a stop (platform cancel, execution timeout, SIGTERM): seconds unfinished items' uploads under way and unsent callbacks get before the job lets go (unfinished items end TIMEOUT)."""
     render_concurrency: int = Field(default_factory=lambda: min(2, max(1, (os.cpu_count() or 2) // 2)), ge=1, le=32)
     """Photos whose edits run at the same time (CPU work, up to about 0.4 GB of host memory each at 12 MP); default one per two cores, at most 2 (1 on a 2-core host, 2 on a GPU server)."""
     item_timeout_sec: float = Field(600.0, gt=0)

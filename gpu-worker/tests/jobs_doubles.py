@@ -3,16 +3,18 @@ until released, and a builder for a pipeline over photos with known masks."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from engine.callback import RecordingCallbackSender
+from engine.callback import Delivery, RecordingCallbackSender
+from engine.edits.backend import NumpyBackend
 from engine.pipeline import Pipeline
 from engine.segmenter import FileMaskSegmenter
 from engine.storage import LocalStorage
-from tests.conftest import jpeg_bytes, make_settings, room_photo, write_masks
+from tests.conftest import jpeg_bytes, make_job, make_settings, room_photo, write_masks
 
 WAIT = 10.0  # seconds any test waits for an event before failing: generous, never reached when it works
 
@@ -52,15 +54,78 @@ class RecordingStorage(LocalStorage):
 
 
 class TimedSender(RecordingCallbackSender):
-    """Records each callback with the monotonic time it was sent."""
+    """Records each callback with the monotonic time it was sent. Callbacks of jobs in
+    ``held_jobs`` wait until ``release_jobs()`` (a receiver that does not answer yet)."""
+
+    def __init__(self, held_jobs: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.times: dict[tuple[str, int], float] = {}
+        self.held_jobs = set(held_jobs)
+        self._released: asyncio.Event | None = None
+        self.first_sent = threading.Event()
+
+    def release_jobs(self) -> None:
+        self.held_jobs.clear()
+        if self._released is not None:
+            self._released.set()
+
+    async def send(self, url: str, payload: dict[str, Any], idempotency_key: str) -> Delivery:
+        self.times.setdefault((payload["job_id"], payload["idx"]), time.monotonic())
+        self.first_sent.set()
+        if payload["job_id"] in self.held_jobs:
+            self._released = self._released or asyncio.Event()
+            await self._released.wait()
+        return await super().send(url, payload, idempotency_key)
+
+    def payloads(self, job_id: str = "job_123") -> list[dict[str, Any]]:
+        return [p for _, p, _ in self.sent if p["job_id"] == job_id]
+
+
+class BlockingBackend(NumpyBackend):
+    """The numpy edit back end, but every edit waits until ``release`` is set: an edit thread
+    the item cannot interrupt. ``entered`` is set once one is waiting; ``returned_at`` holds
+    when each blocked call returned."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.times: dict[int, float] = {}
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.returned_at: list[float] = []
 
-    async def send(self, url: str, payload: dict[str, Any], idempotency_key: str):
-        self.times.setdefault(payload["idx"], time.monotonic())
-        return await super().send(url, payload, idempotency_key)
+    def _wait(self) -> None:
+        self.entered.set()
+        self.release.wait(WAIT)
+        self.returned_at.append(time.monotonic())
+
+    def recolor(self, rgb8, params, material):
+        self._wait()
+        return super().recolor(rgb8, params, material)
+
+    def tone(self, rgb8, params):
+        self._wait()
+        return super().tone(rgb8, params)
+
+
+async def until(condition, what: str, timeout: float = WAIT) -> None:
+    """Wait (polling the loop) until ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def in_thread_wait(event: threading.Event, what: str, timeout: float = WAIT) -> None:
+    if not await asyncio.to_thread(event.wait, timeout):
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def small_job(job_id: str, n_items: int = 1, **overrides: Any) -> dict[str, Any]:
+    """A job whose keys sit under its own job id (``inputs/u_abc/{job_id}/{i}.jpg``)."""
+    items = [{"idx": i, "input_key": f"inputs/u_abc/{job_id}/{i}.jpg",
+              "output_key": f"outputs/u_abc/{job_id}/{i}_result.png",
+              "preview_key": f"previews/u_abc/{job_id}/{i}_thumb.jpg"} for i in range(n_items)]
+    return make_job(n_items, job_id=job_id, idempotency_prefix=job_id, items=items, **overrides)
 
 
 def seed_photos(storage: LocalStorage, masks_dir: Path, count: int, job_id: str = "job_123",
@@ -73,13 +138,16 @@ def seed_photos(storage: LocalStorage, masks_dir: Path, count: int, job_id: str 
         write_masks(masks_dir, key, masks)
 
 
-def pipeline_on(tmp_path: Path, *, photos: int = 1, segmenter=None, sender=None, storage=None,
+def pipeline_on(tmp_path: Path, *, photos: int = 1, jobs: tuple[str, ...] = ("job_123",), segmenter=None,
+                sender=None, storage=None, edit_backend=None,
                 **settings_overrides: Any) -> tuple[Pipeline, RecordingStorage, Any]:
+    """A pipeline on the local store with ``photos`` photos seeded for each job id in ``jobs``."""
     settings = make_settings(storage_local_dir=str(tmp_path / "store"), **settings_overrides)
     storage = storage or RecordingStorage(tmp_path / "store")
-    seed_photos(storage, tmp_path / "masks", photos)
+    for job_id in jobs:
+        seed_photos(storage, tmp_path / "masks", photos, job_id=job_id)
     if isinstance(storage, RecordingStorage):
         storage.writes.clear()  # the inputs are not the job's writes
     sender = sender if sender is not None else TimedSender()
     segmenter = segmenter or FileMaskSegmenter(tmp_path / "masks")
-    return Pipeline(settings, storage, segmenter, sender), storage, sender
+    return Pipeline(settings, storage, segmenter, sender, edit_backend=edit_backend), storage, sender

@@ -106,13 +106,15 @@ async def test_a_slow_upload_holds_decoding_back(tmp_path):
     pipeline, storage, _, _ = build(tmp_path, photos=5, callbacks=RecordingCallbackSender())
     decoded: set[str] = set()  # items segmented whose uploads have not begun
     peak = 0
-    put, segment = storage.put, pipeline._segment
+    put, inner = storage.put, pipeline.batcher.segmenter
 
-    async def counting_segment(image, image_id, concepts):
-        nonlocal peak
-        decoded.add(image_id.rsplit("/", 1)[1].split(".")[0])
-        peak = max(peak, len(decoded))
-        return await segment(image, image_id, concepts)
+    class Counting(SegmenterBase):
+        def segment(self, requests, concepts):
+            nonlocal peak
+            for r in requests:
+                decoded.add(r.image_id.rsplit("/", 1)[1].split(".")[0])
+            peak = max(peak, len(decoded))
+            return inner.segment(requests, concepts)
 
     uploading: dict[str, int] = {}  # item -> its puts under way
     peak_uploading = 0
@@ -131,7 +133,7 @@ async def test_a_slow_upload_holds_decoding_back(tmp_path):
             if not uploading[item]:
                 del uploading[item]
 
-    storage.put, pipeline._segment = slow_put, counting_segment
+    storage.put, pipeline.batcher.segmenter = slow_put, Counting()
     result = (await pipeline.run_job(make_job(5, batch_concurrency=2))).to_dict()
     assert result["status"] == "completed"
     assert peak == 2 and peak_uploading == 2

@@ -232,21 +232,3 @@ async def test_a_batch_out_of_memory_is_retried_one_photo_at_a_time(tmp_path):
     result = (await pipeline.run_job(make_job(4, batch_concurrency=4))).to_dict()
     codes = {i["idx"]: i["error_code"] for i in result["items"]}
     assert codes == {0: None, 1: None, 2: None, 3: "GPU_OUT_OF_MEMORY"}
-
-
-async def test_shutdown_finishes_running_items_and_reports_the_rest(tmp_path):
-    sender = RecordingCallbackSender()
-    pipeline, _, _, _ = build(tmp_path, photos=4, callbacks=sender)
-    original_get = pipeline.storage.get
-
-    async def get_then_stop(key, max_bytes):
-        pipeline.begin_shutdown()  # SIGTERM arrives while items 0 and 1 are running
-        return await original_get(key, max_bytes)
-
-    pipeline.storage.get = get_then_stop
-    result = (await pipeline.run_job(make_job(4, batch_concurrency=2))).to_dict()
-    by_idx = {i["idx"]: i for i in result["items"]}
-    assert by_idx[0]["status"] == by_idx[1]["status"] == "done"
-    assert by_idx[2]["error_code"] == by_idx[3]["error_code"] == "INTERNAL_ERROR"
-    assert "shut down" in by_idx[2]["error"]
-    assert sorted(p["idx"] for _, p, _ in sender.sent) == [0, 1, 2, 3], "every item is reported"
