@@ -30,6 +30,7 @@ from engine.wiring import build_pipeline
 log = logging.getLogger("worker.runpod")
 
 Progress = Callable[[dict[str, Any], dict[str, int]], None]
+DELIVERING_JOBS_MAX = 64
 
 
 def make_handler(pipeline: Pipeline, progress: Progress | None = None):
@@ -60,10 +61,11 @@ def make_handler(pipeline: Pipeline, progress: Progress | None = None):
 
 
 def concurrency_modifier(settings: Settings, pipeline: Pipeline) -> Callable[[int], int]:
-    """Jobs this worker takes at once: ``JOB_CONCURRENCY``, sharing one model and one budget."""
+    """Jobs this worker takes at once: ``JOB_CONCURRENCY`` doing GPU work, plus the jobs whose
+    only work left is callbacks (they hold no GPU, photo or memory budget), at most 64 of them."""
 
     def jobs_allowed(current: int) -> int:
-        return settings.job_concurrency
+        return settings.job_concurrency + min(DELIVERING_JOBS_MAX, pipeline.jobs_delivering)
 
     return jobs_allowed
 
@@ -89,4 +91,5 @@ def serve(settings: Settings, pipeline: Pipeline, rp_args: dict[str, Any] | None
     JobsProgress().set_mirror(mirror)
     heartbeat.start_ping(mirror)
     log.info("worker.serving", extra={"job_concurrency": settings.job_concurrency})
-    WorkerLoop(config, pipeline).start()
+    # The engine ends a shut-down job within STOP_GRACE_SEC; the margin covers posting its result.
+    WorkerLoop(config, pipeline, drain_timeout=settings.stop_grace_sec + 30).start()

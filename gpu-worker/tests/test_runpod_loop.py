@@ -42,13 +42,13 @@ class Worker:
             "SEGMENTER": "files", "SEGMENTER_MASKS_DIR": str(self.masks), "SEGMENTER_FILES_DELAY_MS": "300",
             "STORAGE_LOCAL_DIR": str(self.store), "GPU_CALLBACK_SECRET": SECRET,
             "CALLBACK_ALLOWED_HOSTS": "127.0.0.1", "CALLBACK_BACKOFF": "0.05,0.1", "JOB_CONCURRENCY": "3",
-            "LOG_LEVEL": "info",
+            "LOG_LEVEL": "info", "STOP_GRACE_SEC": "5",
         }
         self.proc = subprocess.Popen(command or [sys.executable, str(MAIN)], cwd=root, stdout=self.log,
                                      stderr=subprocess.STDOUT, env={**os.environ, **api.env(), **settings, **env})
 
-    def job(self, name: str, items: int, **overrides: object) -> dict:
-        """A job whose photos and masks are in place."""
+    def job(self, name: str, items: int, receiver: LoopbackReceiver | None = None, **overrides: object) -> dict:
+        """A job whose photos and masks are in place, its callbacks to ``receiver`` (default: the worker's)."""
         for idx in range(items):
             key = f"inputs/u_abc/{name}/{idx}.jpg"
             rgb, masks = room_photo(240, 160, seed=idx)
@@ -57,15 +57,16 @@ class Worker:
             path.write_bytes(jpeg_bytes(rgb))
             write_masks(self.masks, key, masks)
         spec = make_job(items, **{"job_id": name, "idempotency_prefix": name, "batch_concurrency": 1,
-                                  "callback_url": f"{self.receiver.url}/jobs/{name}/callback", **overrides})
+                                  "callback_url": f"{(receiver or self.receiver).url}/jobs/{name}/callback",
+                                  **overrides})
         for item in spec["items"]:
             item.update(input_key=f"inputs/u_abc/{name}/{item['idx']}.jpg",
                         output_key=f"outputs/u_abc/{name}/{item['idx']}_result.png",
                         preview_key=f"previews/u_abc/{name}/{item['idx']}_thumb.jpg")
         return spec
 
-    def callbacks(self, name: str) -> list[dict]:
-        return [cb.payload for cb in self.receiver.received if cb.payload.get("job_id") == name]
+    def callbacks(self, name: str, receiver: LoopbackReceiver | None = None) -> list[dict]:
+        return [cb.payload for cb in (receiver or self.receiver).received if cb.payload.get("job_id") == name]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -88,8 +89,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
             worker.stop()
 
 
-def exactly_one_terminal_callback_each(worker: Worker, name: str, items: int) -> list[dict]:
-    got = worker.callbacks(name)
+def exactly_one_terminal_callback_each(worker: Worker, name: str, items: int,
+                                       receiver: LoopbackReceiver | None = None) -> list[dict]:
+    got = worker.callbacks(name, receiver)
     assert Counter(p["idx"] for p in got) == Counter(range(items)), got
     assert all(p["status"] in ("done", "failed") for p in got)
     return got
@@ -131,6 +133,36 @@ def test_a_bad_job_gets_an_error_and_the_worker_keeps_serving(served: Worker, ba
     assert served.proc.poll() is None
 
 
+def test_a_slow_receiver_does_not_hold_jobs_back(served: Worker) -> None:
+    """A job whose items are all reported and only waits for its callbacks holds no slot: with
+    3 slots and a receiver that takes 6 s to answer, all 5 jobs are taken before any ends."""
+    api = served.api
+    with LoopbackReceiver(SECRET, answer_after_s=6.0) as slow:
+        ids = [api.add_job(served.job(f"job_slow_receiver_{n}", 1, slow)) for n in range(5)]
+        api.wait(lambda: all(i in api.results for i in ids), STARTUP_S + JOB_S)
+        jobs = [api.jobs[i] for i in ids]
+        assert max(j.taken_at for j in jobs) < min(j.done_at for j in jobs)
+        for n, job in enumerate(jobs):
+            assert [i["callback"] for i in job.result["output"]["items"]] == ["delivered"]
+            exactly_one_terminal_callback_each(served, f"job_slow_receiver_{n}", 1, slow)
+
+
+def test_a_stop_signal_mid_job_ends_every_item_once_and_the_worker_keeps_serving(served: Worker) -> None:
+    api = served.api
+    stopped = api.add_job(served.job("job_stopped", 6))
+    api.wait(lambda: len(served.callbacks("job_stopped")) >= 1, STARTUP_S + JOB_S)
+    api.stop(stopped)
+    api.wait(lambda: len(served.callbacks("job_stopped")) >= 6, JOB_S)
+    after = api.add_job(served.job("job_after_stop", 1))
+    api.wait(lambda: after in api.results, JOB_S)
+
+    got = exactly_one_terminal_callback_each(served, "job_stopped", 6)  # and none came late
+    assert any(p["error_code"] == "TIMEOUT" for p in got)
+    assert all(p["status"] == "done" or p["error_code"] == "TIMEOUT" for p in got)
+    assert stopped not in api.results  # Runpod has ended the job; the SDK posts nothing for it
+    assert api.results[after]["output"]["status"] == "completed"
+
+
 def test_sigterm_mid_job_reports_every_item_and_exits_zero(tmp_path: Path) -> None:
     with FakeJobApi() as api, LoopbackReceiver(SECRET) as receiver:
         worker = Worker(tmp_path, api, receiver, SEGMENTER_FILES_DELAY_MS="1500")
@@ -142,6 +174,7 @@ def test_sigterm_mid_job_reports_every_item_and_exits_zero(tmp_path: Path) -> No
 
             got = exactly_one_terminal_callback_each(worker, "job_sigterm", 6)
             assert any(p["status"] == "failed" for p in got)  # cut short, not run to the end
+            assert all(p["status"] == "done" or p["error_code"] == "TIMEOUT" for p in got)
             result = api.results[rp_id]["output"]  # the job's result was posted before the exit
             assert sorted(i["idx"] for i in result["items"]) == list(range(6))
             assert {i["idx"]: i["status"] for i in result["items"]} == {p["idx"]: p["status"] for p in got}
