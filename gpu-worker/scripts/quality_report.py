@@ -4,12 +4,16 @@
 
 Writes bench/results/contact_sheet.png (one row per scene and action: before, after, and a third
 tile: plain cv2.inpaint for removals, a 3x zoom on the region's border otherwise) and
-bench/results/quality.md (the numbers, with the thresholds the quality tests hold them to).
+bench/results/quality.md (the numbers, with the thresholds the quality tests hold them to), and
+the same edits on segmenter-like masks, coarse against fitted (scripts/mask_quality.py, with
+bench/results/outline_sheet.png).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,7 @@ from engine.rules import NAMED_TONES, Recolor, Remove, Tone
 from engine.segmenter import instances_from_union
 from presets.interior import PRESET as INTERIOR
 from presets.seller import PRESET as SELLER
+from scripts import mask_quality
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -203,6 +208,10 @@ def main() -> None:
         "Shadows the furniture cast are not part of its mask and stay, as they would with a segmenter's mask.",
         "",
     ]
+    found = mask_quality.outcomes(w, h)
+    lines += mask_quality.section(found, f"{platform.machine()}, {os.cpu_count()} cores (shared), {time.strftime('%Y-%m-%d')}, "
+                                         f"commit {os.popen('git rev-parse --short HEAD').read().strip()}")
+    mask_quality.write_sheet(found)
     (RESULTS / "quality.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {RESULTS / 'contact_sheet.png'} and {RESULTS / 'quality.md'}")
 
