@@ -2,6 +2,7 @@
 
     python -m bench.bench_apply                 # from gpu-worker/; writes bench/results/apply_cpu.md
     python -m bench.bench_apply --sizes 1 4     # a quicker subset
+    python -m bench.bench_apply --fit           # mask fitting next to the edits: bench/results/maskfit_cpu.md
 
 The photo is ``scenes.render_room`` at 1 MP, scaled up with fresh sensor noise for 4 and 12 MP
 (rendering 12 MP directly takes minutes and changes nothing about the timing); the masks are
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 
 from devtools.scenes import render_room
+from devtools.segmenter_like import segmenter_like
 from engine.applier import Edit, apply_edits_with, max_reach_px
 from engine.edits import colour, kernels
 from engine.edits.backend import NumpyBackend, TorchBackend
@@ -34,8 +36,9 @@ from engine.edits.blend import edge_band_px, soft_matte
 from engine.edits.recolor import FitSamples, fit_params, initial_params, material_pattern
 from engine.edits.remove import DiffusionInpainter, PatchInpainter
 from engine.edits.tone import kernel_params
-from engine.rules import NAMED_TONES, Recolor, Remove, Tone
-from engine.segmenter import instances_from_union
+from engine.plan_masks import fit_masks
+from engine.rules import NAMED_TONES, Plan, PlannedRule, Recolor, Remove, Tone
+from engine.segmenter import ConceptMasks, instances_from_union
 from presets.interior import PRESET
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -113,7 +116,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--backend", choices=["numpy", "torch"], default="numpy")
     parser.add_argument("--out", type=Path, default=PACKAGE / "bench" / "results" / "apply_cpu.md")
+    parser.add_argument("--fit", action="store_true",
+                        help="time fitting segmenter-like masks next to the edits instead (bench/results/maskfit_cpu.md)")
     args = parser.parse_args()
+    if args.fit:
+        fit_bench(args)
+        return
 
     backend = NumpyBackend() if args.backend == "numpy" else TorchBackend("cuda")
     base = render_room(*SIZES[1], seed=0)
@@ -174,6 +182,52 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")
+
+
+def fit_bench(args: argparse.Namespace) -> None:
+    """Fitting a photo's segmenter-like masks (engine.plan_masks.fit_masks: every concept of the
+    plan, protect ones grown only) against the plan's three edits, same photo, same run."""
+    base = render_room(*SIZES[1], seed=0)
+    palette = PRESET.palette
+    rules = (PlannedRule("Wall", Recolor(palette["sage"].rgb), None),
+             PlannedRule("Floor", Recolor(palette["oak_a"].rgb, "wood", palette["oak_a"].spread), None),
+             PlannedRule("Ceiling", Tone(NAMED_TONES["bright"]), None))
+    plan = Plan(PRESET, rules, PROTECT)
+    rows = []
+    for mp in args.sizes:
+        rgb, masks = scene_at(base, SIZES[mp], seed=mp)
+        coarse = segmenter_like(masks, seed=mp)
+        found = {c.name: ConceptMasks(c.name, coarse[c.name], instances_from_union(coarse[c.name], c.multi_instance))
+                 for c in plan.concepts_to_prompt()}
+        fit_s = best_of(lambda: fit_masks(rgb, found, plan), args.repeat)
+        ready = fit_masks(rgb, found, plan)
+        protect = np.zeros(rgb.shape[:2], bool)
+        for name in PROTECT:
+            protect |= ready[name].union
+        edits = [Edit(r.op, ready[r.concept].union) for r in rules]
+        edit_s = best_of(lambda: apply_edits_with(rgb, edits, protect, backend=NumpyBackend()), args.repeat)
+        rows.append((mp, fit_s, edit_s))
+        print(f"{mp:>3} MP  fit {fit_s:7.3f} s   edits {edit_s:7.3f} s", flush=True)
+    lines = [
+        "# Mask fitting next to the edits, CPU",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work), Python "
+        f"{platform.python_version()}, numpy {np.__version__}, OpenCV {cv2.__version__}; "
+        f"{time.strftime('%Y-%m-%d')}. Best of {args.repeat} runs.",
+        "",
+        "Photo: the sample room scaled to each size, masks from devtools/segmenter_like.py. `fit`: "
+        "engine.plan_masks.fit_masks for Wall, Floor, Ceiling and the protect concepts "
+        f"({', '.join(PROTECT)}; Grout derived from Tile); `edits`: recolor Wall, recolor Floor (wood), tone "
+        "Ceiling with those masks, numpy back end.",
+        "",
+        "| MP | fit (s) | edits (s) | fit / edits |",
+        "| ---: | ---: | ---: | ---: |",
+        *(f"| {mp} | {f:.3f} | {e:.3f} | {f / e:.2f} |" for mp, f, e in rows),
+        "",
+    ]
+    out = PACKAGE / "bench" / "results" / "maskfit_cpu.md"
+    out.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
