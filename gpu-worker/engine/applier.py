@@ -19,7 +19,8 @@ import numpy as np
 from engine.actions import Op, Tools, action_for
 from engine.edits.backend import Backend, choose_backend
 from engine.edits.blend import composite, edge_band_px, max_reach_px, soft_matte, window_around
-from engine.edits.remove import Inpainter, PatchInpainter
+from engine.edits.remove import Inpainter
+from engine.edits.structure_fill import StructureInpainter
 
 __all__ = ["Edit", "apply_edits", "apply_edits_with", "edge_band_px", "max_reach_px"]
 
@@ -55,7 +56,7 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
         alpha = soft_matte(rgb, win_region, win_protect, band, anchor=region[window.slices], reach=span.reach)
         if not (alpha > 0).any():
             continue
-        tools = tools or Tools(backend or choose_backend(), inpainter or PatchInpainter())
+        tools = tools or Tools(backend or choose_backend(), inpainter or StructureInpainter())
         composite(out, window, alpha, action.edit(edit.op, rgb, alpha, win_region, band, tools))
     if protect is not None:  # already true by construction; absolute, and cheap as OpenCV's masked copy
         out = cv2.copyTo(image, np.ascontiguousarray(protect).view(np.uint8), out)

@@ -28,7 +28,8 @@ from engine.batching import SegmentBatcher
 from engine.budget import Lease, MemoryBudget, estimate_decoded_bytes, run_held
 from engine.callback import CallbackSender
 from engine.edits.backend import Backend, NumpyBackend
-from engine.edits.remove import Inpainter, PatchInpainter
+from engine.edits.remove import Inpainter
+from engine.edits.structure_fill import StructureInpainter
 from engine.errors import DeviceFailure, InputNotFound, InputTooLarge, JobParseError, MasksNotFound, WorkerError
 from engine.job import Item, check_item_keys, instances_key, mask_key, parse_envelope, parse_job, unwrap_event
 from engine.jobrun import ItemListener, JobRun, JobTracker, WriteGate
@@ -116,7 +117,7 @@ class Pipeline:
         # One segmentation call on the device at a time; photos waiting meanwhile share the next.
         self.batcher = SegmentBatcher(segmenter, settings.segment_max_batch)
         self.edit_backend = edit_backend or NumpyBackend()
-        self.inpainter = inpainter or PatchInpainter()
+        self.inpainter = inpainter or StructureInpainter()
         self.jpeg_device = jpeg_device
         # Edits hold several full-size float planes per photo (about 0.5 GB at 12 MP); photos
         # segmented in one batch would otherwise all be edited at once. A thread semaphore: edits

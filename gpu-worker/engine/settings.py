@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     apply_backend: Literal["auto", "numpy"] = "auto"
     """auto: per-pixel edit kernels in torch on CUDA when present, else numpy; numpy: always numpy."""
     inpaint_model: Path | None = None
-    """Learned inpainter for remove, a torch.export program (.pt2) with LaMa's calling convention; unset: $MODEL_CACHE_DIR/inpaint/lama.pt2 when present, else the built-in fill."""
+    """Learned inpainter for remove, a torch.export program (.pt2) with LaMa's calling convention; unset: $MODEL_CACHE_DIR/inpaint/lama.pt2 when present, else the built-in structure-aware fill."""
 
     # Platform
     worker_adapter: Literal["runpod", "queue_pull"] = "runpod"

@@ -10,7 +10,7 @@ import pytest
 from engine.actions.remove import Remove
 from engine.applier import Edit, apply_edits_with
 from engine.edits.learned import ExportedInpainter, choose_inpainter
-from engine.edits.remove import PatchInpainter
+from engine.edits.structure_fill import StructureInpainter
 
 torch = pytest.importorskip("torch")
 
@@ -46,7 +46,7 @@ def _scene() -> tuple[np.ndarray, np.ndarray]:
 
 def test_default_path_loads_a_pt2_program_and_fills_the_hole_with_it(tmp_path):
     _export(tmp_path / "inpaint" / "lama.pt2", dynamic=True)
-    assert isinstance(choose_inpainter(None, tmp_path / "elsewhere"), PatchInpainter)
+    assert isinstance(choose_inpainter(None, tmp_path / "elsewhere"), StructureInpainter)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # the loader uses no deprecated torch API
         inpainter = choose_inpainter(None, tmp_path)  # found at MODEL_CACHE_DIR/inpaint/lama.pt2
@@ -75,8 +75,8 @@ def test_explicit_path_and_fixed_size_program(tmp_path):
     assert np.abs(filled[hole].astype(float).mean(axis=0) - expected).max() < 6
 
 
-def test_missing_or_unloadable_program_falls_back_to_the_patch_fill(tmp_path):
-    assert isinstance(choose_inpainter(tmp_path / "missing.pt2", tmp_path), PatchInpainter)
+def test_missing_or_unloadable_program_falls_back_to_the_structure_fill(tmp_path):
+    assert isinstance(choose_inpainter(tmp_path / "missing.pt2", tmp_path), StructureInpainter)
     broken = tmp_path / "broken.pt2"
     broken.write_bytes(b"not a program")
-    assert isinstance(choose_inpainter(broken, tmp_path), PatchInpainter)
+    assert isinstance(choose_inpainter(broken, tmp_path), StructureInpainter)

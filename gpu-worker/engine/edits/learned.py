@@ -7,7 +7,8 @@ A program exported with dynamic height and width is run at the window's size, at
 run at that size. The result is scaled back and used inside the hole only.
 
 ``choose_inpainter`` picks it when its file is present (``INPAINT_MODEL``, else
-``$MODEL_CACHE_DIR/inpaint/lama.pt2``) and loads; otherwise the patch fill.
+``$MODEL_CACHE_DIR/inpaint/lama.pt2``) and loads; otherwise the structure-aware fill
+(engine/edits/structure_fill.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.edits.remove import Inpainter, PatchInpainter
+from engine.edits.remove import Inpainter
+from engine.edits.structure_fill import StructureInpainter
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +88,11 @@ def learned_weights_path(explicit: Path | None, model_cache_dir: Path) -> Path |
 
 
 def choose_inpainter(explicit: Path | None, model_cache_dir: Path) -> Inpainter:
-    """The learned inpainter when its program is present and loads, else ``PatchInpainter``."""
+    """The learned inpainter when its program is present and loads, else ``StructureInpainter``."""
     path = learned_weights_path(explicit, model_cache_dir)
     if path is not None:
         try:
             return ExportedInpainter(path)
         except Exception as exc:  # an unloadable program must not take the worker down
             log.warning("inpaint.learned_unavailable", extra={"path": str(path), "reason": str(exc)[:200]})
-    return PatchInpainter()
+    return StructureInpainter()
