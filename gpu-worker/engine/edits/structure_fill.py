@@ -85,9 +85,11 @@ class StructureInpainter:
         if hole.all():
             return self.fallback.inpaint(rgb, hole)
         wide = self.wide_gap * max(hole.shape)
-        # a pixel farther than half a crossing from every known pixel cannot lie on a short one
+        # thin: no pixel within reach is farther than half a short crossing from the hole's edge
+        # (the rim of a wide part, a table top's, is left to the fallback whole)
         depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
-        thin = hole & (depth <= 0.75 * wide)
+        reach = max(1, int(0.75 * wide))
+        thin = hole & (cv2.dilate(depth, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) <= 0.75 * wide)
         ys, xs = np.nonzero(hole)
         blend = np.ones(ys.size, np.float32)
         out = rgb.copy()
