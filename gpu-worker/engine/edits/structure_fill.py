@@ -156,10 +156,11 @@ class StructureInpainter:
             m, size = _rotation((h, w), angle)
             inverse = cv2.invertAffineTransform(m)
             k_r = cv2.warpAffine(known8, m, size, flags=cv2.INTER_NEAREST, borderValue=0) > 0
-            left, right = _scan(k_r)
             rx, ry = np.rint(m @ points).astype(np.int32)
             rx, ry = np.clip(rx, 0, size[0] - 1), np.clip(ry, 0, size[1] - 1)
-            lc, rc = left[ry, rx], right[ry, rx]
+            lines, line = np.unique(ry, return_inverse=True)  # only the rows that hold hole pixels
+            left, right = _scan(k_r[lines])
+            lc, rc = left[line, rx], right[line, rx]
             has_l, has_r = lc >= 0, rc < _FAR
             # the ends' colours, read in the window at the points the rotated rows came from
             il = _at(smooth, inverse, np.maximum(lc, 0), ry)
