@@ -89,7 +89,8 @@ def test_the_corner_continues_down_behind_the_pole(fills):
     rows = slice(100, 400)
     left = out[rows, CORNER_X - 5:CORNER_X - 1].mean()
     right = out[rows, CORNER_X + 2:CORNER_X + 9].mean()
-    above_left, above_right = truth[40:60, CORNER_X - 20:CORNER_X].mean(), truth[40:60, CORNER_X + 1:CORNER_X + 21].mean()
+    above_left = truth[40:60, CORNER_X - 20:CORNER_X].mean()
+    above_right = truth[40:60, CORNER_X + 1:CORNER_X + 21].mean()
     assert right - left > 0.35 * (above_right - above_left) > 0  # the step between the walls stays
 
 
@@ -114,7 +115,11 @@ def test_the_fill_keeps_grain_on_the_wall(fills):
     truth, hole, results = fills
     inner = _rows(hole, 100, 400)
     inner &= cv2.erode(hole.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    detail = lambda a: (a.astype(np.float32) - cv2.GaussianBlur(a.astype(np.float32), (0, 0), 2.0))[inner].std()  # noqa: E731
+
+    def detail(a: np.ndarray) -> float:
+        a = a.astype(np.float32)
+        return float((a - cv2.GaussianBlur(a, (0, 0), 2.0))[inner].std())
+
     assert 0.5 * detail(truth) < detail(results["structure"]) < 1.5 * detail(truth)
 
 

@@ -34,7 +34,8 @@ class RecolorAction(Action):
     value_type = str
     value_help = "needs a palette id or #RRGGBB value"
     value_doc = "a palette id of the preset or `#RRGGBB`"
-    summary = "the region takes the target colour while keeping its shading and texture; a material (wood, stone) also carries its tonal spread"
+    summary = ("the region takes the target colour while keeping its shading and texture; a material "
+               "(wood, stone) also carries its tonal spread")
 
     def resolve(self, value: Any, preset: Preset, concept: str) -> Recolor:
         if HEX_COLOUR.match(value):

@@ -74,7 +74,8 @@ class StructureInpainter:
         self.fallback = fallback if fallback is not None else PatchInpainter()
         self.gap_cost = gap_cost  # per 1 % of the window's long side of crossing, in squared 8-bit levels
         self.smooth_sigma = smooth_sigma
-        self.wide_gap = wide_gap  # a hole whose shortest crossing is longer than this share of the window's long side is wide
+        # a hole whose shortest crossing is longer than this share of the window's long side is wide
+        self.wide_gap = wide_gap
         self.one_sided_cost = one_sided_cost
         self.grain_cost = grain_cost  # crossing a coherent grain at right angles, in squared levels
         self.tensor_sigma = tensor_sigma  # the grain's neighbourhood, a share of the window's long side
@@ -120,7 +121,8 @@ class StructureInpainter:
         query = thin[y0:y1, x0:x1]
         # smoothed colours from known pixels only: next to the hole they must not carry the object
         weight = cv2.GaussianBlur(known.astype(np.float32), (0, 0), self.smooth_sigma)
-        smooth = cv2.GaussianBlur(img * known[..., None], (0, 0), self.smooth_sigma) / np.maximum(weight, 1e-3)[..., None]
+        smooth = cv2.GaussianBlur(img * known[..., None], (0, 0), self.smooth_sigma)
+        smooth /= np.maximum(weight, 1e-3)[..., None]
         detail = img - smooth
         # texture is copied from pixels clear of the hole's rim (whose detail is the object's
         # edge, not the surface's grain), and limited to the surface's own range of detail
