@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import cv2
@@ -102,6 +104,11 @@ def naive_apply(image: np.ndarray, edit: Edit, protect: np.ndarray) -> np.ndarra
 # -- timing ----------------------------------------------------------------------------------------
 
 
+def commit() -> str:
+    run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE, capture_output=True, text=True)
+    return run.stdout.strip() or "unknown"
+
+
 def best_of(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -164,7 +171,8 @@ def main() -> None:
     lines = [
         "# Apply time per action, CPU",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}, "
+        f"commit {commit()}, "
         f"Python {platform.python_version()}, numpy {np.__version__}, OpenCV {cv2.__version__}; "
         f"back end `{backend.name}`. Best of {args.repeat} runs (naive at 12 MP: 1 run).",
         "",
