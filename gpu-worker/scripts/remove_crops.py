@@ -99,9 +99,11 @@ def main() -> None:
     lamp = min(instances_from_union(masks["Furniture"], multi_instance=True), key=lambda i: i.area).mask
     fills, seconds = {}, {}
     for name, inpainter in (("patch fill", PatchInpainter()), ("structure fill", StructureInpainter())):
-        start = time.perf_counter()
-        fills[name] = apply_edits_with(rgb, [Edit(Remove(), lamp)], None, inpainter=inpainter)
-        seconds[name] = time.perf_counter() - start
+        seconds[name] = float("inf")
+        for _ in range(2):  # best of two: the first call also pays one-time costs
+            start = time.perf_counter()
+            fills[name] = apply_edits_with(rgb, [Edit(Remove(), lamp)], None, inpainter=inpainter)
+            seconds[name] = min(seconds[name], time.perf_counter() - start)
     # the hidden pixels: what the lamp covered, grown as remove grows it
     hole = np.any([fill != rgb for fill in fills.values()], axis=(0, 3)) | lamp
     regions = crop_regions(hole, truth_masks)
@@ -128,9 +130,9 @@ def main() -> None:
         print(f"{name:10s} CIEDE2000 {de_p:.2f} -> {de_s:.2f}   continuity {c_p:.2f} -> {c_s:.2f}", flush=True)
     lines += [
         "",
-        f"Time for the whole removal at this size (same run, same machine): patch fill "
+        f"Time for the whole removal at this size (same run, same machine, best of 2): patch fill "
         f"{seconds['patch fill']:.2f} s, structure fill {seconds['structure fill']:.2f} s. The cost at 12 MP "
-        "is in apply_cpu.md (`python -m bench.bench_apply`).",
+        "is in apply_remove_cpu.md (`python -m bench.bench_apply --only remove`).",
         "",
         "![crops](remove_crops.png)",
         "",
