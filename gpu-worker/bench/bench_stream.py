@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--device-ms", type=float, default=156.0)
     parser.add_argument("--device-shared", type=float, default=0.5)
     parser.add_argument("--job-concurrency", default="2", help="comma-separated JOB_CONCURRENCY values to run")
-    parser.add_argument("--slow-receiver-s", type=float, default=2.0)
+    parser.add_argument("--slow-receiver-s", type=float, default=2.0, help="0: the instant receiver only")
     parser.add_argument("--in-flight", type=int, default=4, help="model-only: photos per segmentation call")
     parser.add_argument("--child")
     parser.add_argument("--endpoint")
@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> None:
         args.photos_dir = photos_dir
         rows["model"] = run_child("model", args, endpoint, instant.url, checkpoint, photos_dir, len(photos))
         for concurrency in (int(c) for c in args.job_concurrency.split(",")):
-            for label, receiver in (("instant", instant), (f"{args.slow_receiver_s:g} s", slow)):
+            receivers = [("instant", instant)] + ([(f"{args.slow_receiver_s:g} s", slow)] if args.slow_receiver_s else [])
+            for label, receiver in receivers:
                 name = f"stream, JOB_CONCURRENCY {concurrency}, receiver {label}"
                 rows[name] = run_stream(args, s3, endpoint, checkpoint, photos, receiver, concurrency)
     server.stop()
