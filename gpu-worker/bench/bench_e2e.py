@@ -18,7 +18,9 @@ server and loopback receiver, which live in this parent process:
 
 ``--model simulated`` swaps SAM3 for a stand-in device that sleeps ``--device-ms`` per photo (no
 host CPU, like a GPU kernel) and finds nothing (as full-size random weights do at the presets'
-thresholds). Like SAM3 it spends part of that (``--device-shared``, default half) on passes
+thresholds), or, with ``--sim-masks blobs``, hands back for every concept a smooth blob covering
+``--sim-coverage`` of the frame (as the tiny model's and the kept detections' masks do), so the
+simulated run pays for the edits as a real one does. The blobs are made once, before the job. Like SAM3 it spends part of that (``--device-shared``, default half) on passes
 shared by the batch, then hands over each photo's masks in turn. It asks whether the pipeline
 keeps a device of a given speed busy on this host, the issue's "the GPU never waits for I/O", on
 a machine without a GPU. 156 ms is the H100's measured model-only time per 12 MP photo
@@ -99,7 +101,10 @@ def run_child(variant: str, args: argparse.Namespace, endpoint: str, receiver_ur
     cmd = [sys.executable, "-m", "bench.bench_e2e", "--child", variant, "--endpoint", endpoint, "--receiver", receiver_url,
            "--checkpoint", checkpoint, "--photos", str(count), "--in-flight", str(args.in_flight),
            "--photos-dir", str(photos_dir), "--model", args.model, "--device-ms", str(args.device_ms),
-           "--device-shared", str(args.device_shared)]
+           "--device-shared", str(args.device_shared), "--sim-masks", args.sim_masks,
+           "--sim-coverage", str(args.sim_coverage)]
+    if args.edit_backend:
+        cmd += ["--edit-backend", args.edit_backend]
     if args.keep_top:
         cmd += ["--keep-top", str(args.keep_top)]
     env = {**MALLOC_ENV, **os.environ, "LOG_LEVEL": "warning"}
@@ -119,6 +124,12 @@ def main() -> None:
     parser.add_argument("--device-shared", type=float, default=0.5,
                         help="--model simulated: share of it spent in passes shared by the batch, before any photo's "
                              "masks are ready (the rest is per photo, handed over one at a time)")
+    parser.add_argument("--sim-masks", choices=["none", "blobs"], default="none",
+                        help="--model simulated: what the device finds (blobs: masks over most of the frame)")
+    parser.add_argument("--sim-coverage", type=float, default=0.65, help="--sim-masks blobs: share of the frame")
+    parser.add_argument("--edit-backend", default=None,
+                        help="comma-separated APPLY_BACKEND values; the pipeline variant runs once per value "
+                             "(side by side in one run)")
     parser.add_argument("--variants", default="model,pipeline,naive")
     parser.add_argument("--keep-top", type=int, default=None,
                         help="every prompt keeps its N best detections (threshold 0): random weights then "
@@ -157,8 +168,8 @@ def main() -> None:
             from tests.sam3_tiny import save_tiny_sam3
 
             checkpoint = str(save_tiny_sam3(Path(tmp) / "tiny"))
-        for variant in args.variants.split(","):
-            job_id = f"job_{variant}"
+        for variant in expand_variants(args):
+            job_id = f"job_{variant.replace('-', '_')}"
             count = args.naive_photos if variant == "naive" and args.naive_photos else args.photos
             for i, data in enumerate(photos[:count]):
                 s3.put_object(Bucket=BUCKET, Key=f"inputs/u_bench/{job_id}/{i}.jpg", Body=data)
@@ -173,9 +184,20 @@ def main() -> None:
     report(args, results)
 
 
+def expand_variants(args: argparse.Namespace) -> list[str]:
+    """``pipeline`` once per ``--edit-backend`` value (``pipeline-numpy``, ``pipeline-torch``)."""
+    backends = args.edit_backend.split(",") if args.edit_backend else []
+    out = []
+    for variant in args.variants.split(","):
+        out += [f"{variant}-{b}" for b in backends] if variant == "pipeline" and backends else [variant]
+    return out
+
+
 def report(args: argparse.Namespace, results: dict) -> None:
     device = results[next(iter(results))]["device"]
     keep = f", every prompt keeps its {args.keep_top} best detections" if args.keep_top else ""
+    if args.model == "simulated" and args.sim_masks == "blobs":
+        keep = f", every concept a blob over {args.sim_coverage:.0%} of the frame"
     model = f"a simulated device ({args.device_ms:g} ms a photo)" if args.model == "simulated" else f"{args.model} SAM3"
     lines = [f"# End-to-end benchmark: {args.photos} photos at {args.megapixels:g} MP, "
              f"{args.in_flight} in flight, {model}{keep}",
@@ -193,12 +215,14 @@ def report(args: argparse.Namespace, results: dict) -> None:
         lines.append(f"| {name} | {r['wall_s']:.2f} | {r['photos_per_s']:.3f} | {r['cpu_s_per_photo']:.2f} | "
                      f"{r['setup_rss_mb']:.0f} | "
                      f"{r['job_peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r.get('peak_gpu_mb', 0):.0f} | {ratio} |")
-    if "model" in results and "pipeline" in results:
-        share = results["pipeline"]["photos_per_s"] / results["model"]["photos_per_s"]
-        lines += ["", f"Pipeline throughput is {share:.0%} of model-only throughput."]
-    if "device_busy" in results.get("pipeline", {}):
-        lines += ["", f"The segmenter was at work {results['pipeline']['device_busy']:.0%} of the pipeline's wall time "
-                      "(its calls, start to last photo handed over)."]
+    for name in (n for n in results if n.startswith("pipeline")):
+        label = "Pipeline" if name == "pipeline" else f"Pipeline with APPLY_BACKEND={name.removeprefix('pipeline-')}"
+        if "model" in results:
+            share = results[name]["photos_per_s"] / results["model"]["photos_per_s"]
+            lines += ["", f"{label}: throughput {share:.0%} of model-only throughput."]
+        if "device_busy" in results[name]:
+            lines += ["", f"{label}: the segmenter was at work {results[name]['device_busy']:.0%} of the wall time "
+                          "(its calls, start to last photo handed over)."]
     if "coverage" in results.get("model", {}):
         lines += ["", "Share of the frame each concept's mask covered (mean over photos; random weights "
                       "decide this, and with it how much the edits cost): "
@@ -216,6 +240,8 @@ def report(args: argparse.Namespace, results: dict) -> None:
     print(text)
     slug = device.lower().replace(" ", "-")
     suffix = f"_keep{args.keep_top}" if args.keep_top else ""
+    if args.model == "simulated" and args.sim_masks != "none":
+        suffix += f"_{args.sim_masks}"
     if args.model == "simulated":
         slug = f"{args.device_ms:g}ms_{platform.machine()}_{os.cpu_count()}cores"
     (ROOT / "bench" / "results" / f"e2e_{args.model}_{slug}{suffix}.md").write_text(text)
@@ -237,14 +263,20 @@ def child(args: argparse.Namespace) -> dict:
         storage_secret_key=KEY_SECRET, storage_region="us-east-1", gpu_callback_secret=CALLBACK_SECRET,
         callback_allowed_hosts=args.receiver.removeprefix("http://"), batch_concurrency=args.in_flight,
         sam3_model=args.checkpoint, segmenter="sam3",
+        **({"apply_backend": args.child.split("-", 1)[1]} if "-" in args.child else {}),
     )
     segmenter = load_segmenter(args, settings)
+    if isinstance(segmenter, SimulatedDevice):  # its masks made before the timing starts
+        from PIL import Image
+
+        with Image.open(sorted(Path(args.photos_dir).glob("*.jpg"))[0]) as first:
+            segmenter.found((first.height, first.width), prompts_of()[1])
     device = segmenter.device_label
     setup_rss_mb = reset_peak_rss()
     cpu_before = cpu_seconds()
     if args.child == "model":
         result = bench_model_only(segmenter, args)
-    elif args.child == "pipeline":
+    elif args.child.startswith("pipeline"):
         result = asyncio.run(bench_pipeline(segmenter, settings, args))
     else:
         result = bench_naive(segmenter, settings, args)
@@ -289,7 +321,8 @@ def load_segmenter(args: argparse.Namespace, settings):
     from engine.sam3 import Sam3Segmenter, device_name, load_sam3_segmenter, pick_device
 
     if args.checkpoint == "simulated":
-        return SimulatedDevice(args.device_ms / 1000, args.device_shared)
+        return SimulatedDevice(args.device_ms / 1000, args.device_shared,
+                               args.sim_coverage if args.sim_masks == "blobs" else 0.0)
     if args.checkpoint != "full-random":
         segmenter = load_sam3_segmenter(settings)
     else:
@@ -313,22 +346,44 @@ def load_segmenter(args: argparse.Namespace, settings):
 
 class SimulatedDevice:
     """A segmenter that costs a device's time and no host CPU: each call sleeps ``seconds`` per
-    photo (releasing the GIL, as a CUDA wait does) and finds nothing."""
+    photo (releasing the GIL, as a CUDA wait does) and finds nothing, or, with ``coverage``, a
+    blob over that share of the frame per concept (made once per photo size, outside the timing,
+    as a device would make them)."""
 
-    def __init__(self, seconds: float, shared: float) -> None:
-        self.seconds, self.shared = seconds, shared
+    def __init__(self, seconds: float, shared: float, coverage: float = 0.0) -> None:
+        self.seconds, self.shared, self.coverage = seconds, shared, coverage
         self.device_label = f"simulated device, {seconds * 1000:g} ms a photo ({shared:.0%} of it batch-wide)"
+        self._found: dict[tuple, dict] = {}
 
     def segment(self, requests, concepts):
         return list(self.segment_each(requests, concepts))
 
     def segment_each(self, requests, concepts):
-        from engine.segmenter import ConceptMasks
-
         time.sleep(self.seconds * self.shared * len(requests))  # the batch's vision and prompt passes
         for r in requests:  # then, as SAM3 does, one photo's masks at a time (refinement, transfer)
             time.sleep(self.seconds * (1 - self.shared))
-            yield {c.name: ConceptMasks(c.name, np.zeros(r.image.shape[:2], bool)) for c in concepts}
+            yield self.found(r.image.shape[:2], concepts)
+
+    def found(self, shape: tuple[int, int], concepts) -> dict:
+        key = (shape, tuple(c.name for c in concepts))
+        if key not in self._found:
+            self._found[key] = {c.name: blob_masks(c, shape, self.coverage, seed=i) for i, c in enumerate(concepts)}
+        return self._found[key]
+
+
+def blob_masks(concept, shape: tuple[int, int], coverage: float, seed: int):
+    """A smooth random blob (low-frequency noise above its quantile) over ``coverage`` of the
+    frame, split into instances as the segmenter would list them."""
+    import cv2
+
+    from engine.segmenter import ConceptMasks, instances_from_union
+
+    if coverage <= 0:
+        return ConceptMasks(concept.name, np.zeros(shape, bool))
+    noise = np.random.default_rng(seed).standard_normal((6, 8)).astype(np.float32)
+    field = cv2.resize(noise, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    union = field > np.quantile(field[::16, ::16], 1.0 - coverage)
+    return ConceptMasks(concept.name, union, instances_from_union(union, concept.multi_instance))
 
 
 class KeepTop:
@@ -378,7 +433,8 @@ async def bench_pipeline(segmenter, settings, args) -> dict:
     timed = BusyClock(segmenter)
     pipeline = build_pipeline(settings, segmenter=timed)
     started = time.perf_counter()
-    result = (await pipeline.run_job(job("job_pipeline", args.photos, args.receiver, args.in_flight))).to_dict()
+    job_id = f"job_{args.child.replace('-', '_')}"
+    result = (await pipeline.run_job(job(job_id, args.photos, args.receiver, args.in_flight))).to_dict()
     wall = time.perf_counter() - started
     assert result["status"] == "completed", result
     return {"wall_s": wall, "photos_per_s": args.photos / wall, "stages": pipeline.stages.seconds,
