@@ -79,8 +79,9 @@ def guided_filter(rgb: np.ndarray, src: np.ndarray, radius: int, eps: float,
     evaluated at full size, one channel at a time (full-size float colour images are 12 bytes a pixel).
     """
     h, w = src.shape
-    if subsample > 1:
-        size = (max(1, w // subsample), max(1, h // subsample))
+    if subsample > 1:  # sides made multiples of the step: every tile then samples the window's grid
+        rgb, src = pad_to_multiple(rgb, subsample), pad_to_multiple(src, subsample)
+        size = (src.shape[1] // subsample, src.shape[0] // subsample)
         g = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255)
         p = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
         r = max(1, radius // subsample)
@@ -122,12 +123,26 @@ def guided_filter(rgb: np.ndarray, src: np.ndarray, radius: int, eps: float,
     outside = (mean_g - mean_gp) / np.maximum(1.0 - m, 1e-6)
     contrast = np.where(both, np.sqrt(((inside - outside) ** 2).sum(axis=-1)), 0.0).astype(np.float32)
     def full_size(x: np.ndarray) -> np.ndarray:
-        return cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR) if subsample > 1 else x
+        if subsample == 1:
+            return x
+        return cv2.resize(x, (src.shape[1], src.shape[0]), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
     filtered = full_size(mean_b)
     for c in range(3):
-        filtered += full_size(np.ascontiguousarray(mean_a[..., c])) * np.multiply(rgb[..., c], 1 / 255, dtype=np.float32)
+        filtered += full_size(np.ascontiguousarray(mean_a[..., c])) * np.multiply(rgb[:h, :w, c], 1 / 255,
+                                                                                  dtype=np.float32)
     return filtered, full_size(contrast)
+
+
+def pad_to_multiple(x: np.ndarray, step: int, value: float | None = None) -> np.ndarray:
+    """``x`` padded at the bottom and right to sides that are multiples of ``step``: reflected,
+    or with ``value``."""
+    bottom, right = -x.shape[0] % step, -x.shape[1] % step
+    if not (bottom or right):
+        return x
+    if value is None:
+        return cv2.copyMakeBorder(x, 0, bottom, 0, right, cv2.BORDER_REFLECT)
+    return cv2.copyMakeBorder(x, 0, bottom, 0, right, cv2.BORDER_CONSTANT, value=value)
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -253,7 +268,11 @@ def foreground_colour(lin: np.ndarray, core: np.ndarray, fallback: np.ndarray, r
     """
     h, w = core.shape
     step = max(1, radius // 3)
-    size = (max(1, w // step), max(1, h // step))
+    if step > 1:  # sides made multiples of the step (samples padded with none)
+        lin = pad_to_multiple(lin, step)
+        core = pad_to_multiple(core.astype(np.uint8), step, 0).astype(bool)
+        fallback = pad_to_multiple(fallback.astype(np.uint8), step, 0).astype(bool)
+    size = (lin.shape[1] // step, lin.shape[0] // step)
     small = (lambda x: cv2.resize(x, size, interpolation=cv2.INTER_AREA)) if step > 1 else (lambda x: x)
     r = max(1, radius // step)
     k = (2 * r + 1, 2 * r + 1)
@@ -268,9 +287,10 @@ def foreground_colour(lin: np.ndarray, core: np.ndarray, fallback: np.ndarray, r
         out[have] = c_sum[have] / w_sum[have][:, None]
         missing &= ~have
     if step > 1:
-        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.where(cv2.resize(missing.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)[..., None] > 0,
-                        lin, out)
+        full = (lin.shape[1], lin.shape[0])
+        out = cv2.resize(out, full, interpolation=cv2.INTER_LINEAR)[:h, :w]
+        missing_full = cv2.resize(missing.astype(np.uint8), full, interpolation=cv2.INTER_NEAREST)[:h, :w]
+        return np.where(missing_full[..., None] > 0, lin[:h, :w], out)
     return np.where(missing[..., None], lin, out)
 
 
