@@ -23,13 +23,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from engine.applier import Edit, apply_edits_with
+from engine.applier import Edit
 from engine.batching import SegmentBatcher
 from engine.budget import Lease, MemoryBudget, estimate_decoded_bytes, run_held
 from engine.callback import CallbackSender
-from engine.edits.backend import Backend, NumpyBackend
-from engine.edits.remove import Inpainter
 from engine.edits.structure_fill import StructureInpainter
+from engine.editor import Editor, NumpyEditor
 from engine.errors import DeviceFailure, InputNotFound, InputTooLarge, JobParseError, MasksNotFound, WorkerError
 from engine.job import Item, check_item_keys, instances_key, mask_key, parse_envelope, parse_job, unwrap_event
 from engine.jobrun import ItemListener, JobRun, JobTracker, WriteGate
@@ -58,7 +57,7 @@ def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], n
     for rule in plan.rules:
         concept = masks[rule.concept]
         if rule.instances is None:
-            region = concept.union
+            region = concept.edit_mask
         else:
             region = np.zeros_like(concept.union)
             for inst in concept.instances:
@@ -68,7 +67,8 @@ def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], n
         edits.append(Edit(rule.op, region))
     protect = None
     for name in plan.protect:
-        protect = masks[name].union.copy() if protect is None else protect | masks[name].union
+        mask = masks[name].edit_mask
+        protect = mask if protect is None else protect | mask
     return edits, protect
 
 
@@ -107,8 +107,7 @@ class Pipeline:
         segmenter: Segmenter,
         callbacks: CallbackSender,
         *,
-        edit_backend: Backend | None = None,
-        inpainter: Inpainter | None = None,
+        editor: Editor | None = None,
         jpeg_device: str | None = None,
     ) -> None:
         self.settings = settings
@@ -116,13 +115,10 @@ class Pipeline:
         self.callbacks = callbacks
         # One segmentation call on the device at a time; photos waiting meanwhile share the next.
         self.batcher = SegmentBatcher(segmenter, settings.segment_max_batch)
-        self.edit_backend = edit_backend or NumpyBackend()
-        self.inpainter = inpainter or StructureInpainter()
+        # Where edits run (host or device) and how many photos' edits at once (engine/editor.py).
+        self.editor = editor or NumpyEditor(StructureInpainter(), settings.render_concurrency)
+        self.editor.attach(segmenter)
         self.jpeg_device = jpeg_device
-        # Edits hold several full-size float planes per photo (about 0.5 GB at 12 MP); photos
-        # segmented in one batch would otherwise all be edited at once. A thread semaphore: edits
-        # run in worker threads, and it holds across jobs and event loops.
-        self.render_slots = threading.BoundedSemaphore(settings.render_concurrency)
         self.budget = MemoryBudget(settings.decoded_budget_mb * 1024 * 1024)
         # Set after an unrecoverable CUDA error; the platform adapter then asks for a fresh worker.
         self.needs_fresh_worker = False
@@ -281,10 +277,9 @@ class Pipeline:
 
     async def _edit(self, lease: Lease, plan: Plan, image: DecodedImage, masks: Segmentation) -> np.ndarray:
         def edit() -> np.ndarray:
-            with self.render_slots, self.stages.timed("apply"):
+            with self.editor.slot(image.rgb.shape[0] * image.rgb.shape[1]), self.stages.timed("apply"):
                 edits, protect = edits_for(plan, masks)
-                return apply_edits_with(image.rgb, edits, protect, backend=self.edit_backend,
-                                        inpainter=self.inpainter)
+                return self.editor.apply(image.rgb, edits, protect)
 
         return await run_held(lease, edit)
 

@@ -220,10 +220,16 @@ class Sam3Segmenter(SegmenterBase):
         self.max_instances = max_instances
         self.refine_side = refine_side
         self.overlap_host_work = device.type == "cuda"
+        self.hand_over_on_device = False
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
         # Set by a CUDA error that leaves the context unusable: every later call fails at once.
         self.broken = False
+
+    def keep_masks_on(self, device: torch.device) -> None:
+        """Hand each concept's union over on the device too (``ConceptMasks.on_device``) when an
+        editor works on this segmenter's device, so the masks never travel back up."""
+        self.hand_over_on_device = device.type == "cuda" and torch.device(device) == self.device
 
     # The Segmenter protocol.
     def segment(self, requests: Sequence[SegmentRequest], concepts: Sequence[Concept]) -> list[Segmentation]:
@@ -346,7 +352,7 @@ class Sam3Segmenter(SegmenterBase):
             if k.concept.multi_instance:
                 stack.extend(rows)
         masks = torch.stack(stack)
-        return _OnDevice(kept, masks, mask_boxes(masks))
+        return _OnDevice(kept, masks, mask_boxes(masks), self.hand_over_on_device)
 
     def _keep(self, detections: Detections, concepts: Sequence[Concept], prompts: list[str]) -> list[_Kept]:
         """Per concept: the detections of its prompt scoring above its threshold, best first."""
@@ -372,11 +378,12 @@ class _OnDevice:
     kept: list[_Kept]
     masks: torch.Tensor  # (rows, H, W) bool
     boxes: torch.Tensor  # (rows, 4)
+    keep_on_device: bool = False
 
     def to_host(self) -> _OnHost:
         """Waits for the device, then one transfer of the masks."""
         boxes = [(x0, y0, x1, y1) for x0, y0, x1, y1 in self.boxes.cpu().tolist()]
-        return _OnHost(self.kept, self.masks.cpu().numpy(), boxes)
+        return _OnHost(self.kept, self.masks.cpu().numpy(), boxes, self.masks if self.keep_on_device else None)
 
 
 @dataclass
@@ -384,6 +391,7 @@ class _OnHost:
     kept: list[_Kept]
     masks: np.ndarray
     boxes: list[tuple[int, int, int, int]]
+    on_device: torch.Tensor | None = None  # the same stack on the device, for an editor there
 
     def assemble(self) -> Segmentation:
         """Host-side ``ConceptMasks`` from the photo's stack (each union, then its instances).
@@ -404,7 +412,9 @@ class _OnHost:
             if k.concept.multi_instance:  # the same object proposed twice, or whole and in part
                 instances = merge_duplicates(instances)
             # A copy: a view would keep the photo's whole stack of masks alive.
-            result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at].copy(), instances)
+            # Cloned on the device too: a view would keep the whole stack there.
+            device_union = None if self.on_device is None else self.on_device[union_at].clone()
+            result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at].copy(), instances, device_union)
         return result
 
 

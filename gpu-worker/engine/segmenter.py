@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -83,6 +83,14 @@ class ConceptMasks:
     concept: str
     union: np.ndarray  # bool, H x W
     instances: list[Instance] = field(default_factory=list)
+    # The union where the segmenter made it, when it hands masks over on its device (a torch
+    # tensor there) for an editor on the same device; None otherwise.
+    on_device: Any = None
+
+    @property
+    def edit_mask(self) -> Any:
+        """The union as the editor best takes it: on the device when it is there."""
+        return self.union if self.on_device is None else self.on_device
 
 
 Segmentation = dict[str, ConceptMasks]

@@ -1,7 +1,7 @@
 """Builds every part of the worker from settings: cold-start work happens here, once per process.
 
-``Pipeline`` loads nothing itself: it receives its storage, segmenter, callback sender, edit
-back end, inpainter and JPEG decode device from here (tests hand it doubles instead).
+``Pipeline`` loads nothing itself: it receives its storage, segmenter, callback sender, editor
+(where edits run, with its inpainter) and JPEG decode device from here (tests hand it doubles instead).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from engine.callback import HttpCallbackSender
-from engine.edits.backend import Backend, choose_backend
+from engine.edits.editor import Editor, choose_editor
 from engine.edits.learned import choose_inpainter
 from engine.edits.remove import Inpainter
 from engine.errors import SegmentationUnavailable
@@ -47,12 +47,13 @@ def build_callback_sender(settings: Settings) -> HttpCallbackSender:
     )
 
 
-def build_edit_backend(settings: Settings) -> Backend:
-    return choose_backend(settings.apply_backend)
-
-
 def build_inpainter(settings: Settings) -> Inpainter:
     return choose_inpainter(settings.inpaint_model, settings.model_cache_dir)
+
+
+def build_editor(settings: Settings) -> Editor:
+    return choose_editor(settings.apply_backend, build_inpainter(settings), settings.render_concurrency,
+                         settings.edit_gpu_memory_mb)
 
 
 def build_pipeline(settings: Settings, *, segmenter: Segmenter | None = None,
@@ -62,7 +63,6 @@ def build_pipeline(settings: Settings, *, segmenter: Segmenter | None = None,
         storage if storage is not None else storage_from_settings(settings),
         segmenter if segmenter is not None else build_segmenter(settings),
         build_callback_sender(settings),
-        edit_backend=build_edit_backend(settings),
-        inpainter=build_inpainter(settings),
+        editor=build_editor(settings),
         jpeg_device=gpu_jpeg_device(settings.gpu_jpeg_decode),
     )

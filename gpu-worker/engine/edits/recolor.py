@@ -70,9 +70,15 @@ def initial_params(l_region: np.ndarray, target_rgb: tuple[int, int, int]) -> tu
     surfaces): there the aim may move toward the middle by at most one CIEDE2000 unit of
     lightness, which buys headroom so that less of the shading has to be compressed.
     """
-    target_l = float(colour.srgb_to_lab(np.asarray(target_rgb))[0])
     mean_l = float(l_region.mean())
     hi, lo = (float(v) for v in np.percentile(l_region - mean_l, [100 - TAIL, TAIL]))
+    return params_from_stats(mean_l, hi, lo, target_rgb)
+
+
+def params_from_stats(mean_l: float, hi: float, lo: float,
+                      target_rgb: tuple[int, int, int]) -> tuple[RecolorParams, float]:
+    """``initial_params`` from the region's mean L* and its deviations at the TAIL percentiles."""
+    target_l = float(colour.srgb_to_lab(np.asarray(target_rgb))[0])
     hi, lo = max(hi, 1e-3), min(lo, -1e-3)
     kappa_wanted = min(KAPPA_MAX, max(KAPPA_MIN, (target_l + 16.0) / (mean_l + 16.0)))
 
@@ -94,7 +100,13 @@ def initial_params(l_region: np.ndarray, target_rgb: tuple[int, int, int]) -> tu
     return RecolorParams(mean_l, kappa, aim, tuple(float(c) for c in chroma)), aim
 
 
-def fit_params(p: RecolorParams, aim_l: float, target_rgb: tuple[int, int, int], samples: "FitSamples") -> RecolorParams:
+class Samples(Protocol):
+    def mean_composite(self, p: RecolorParams) -> np.ndarray:
+        """Mean sRGB (0..255, float64) of the samples composited with ``p``."""
+        ...
+
+
+def fit_params(p: RecolorParams, aim_l: float, target_rgb: tuple[int, int, int], samples: Samples) -> RecolorParams:
     """Nudge the lightness offset and chromaticity until the composite's mean colour has the
     target's chromaticity and the aimed lightness."""
     target = np.asarray(target_rgb, np.float64)
@@ -104,7 +116,7 @@ def fit_params(p: RecolorParams, aim_l: float, target_rgb: tuple[int, int, int],
     target_lin = colour.srgb8_to_linear_vec(target)
     target_chroma = target_lin / max(float(target_lin @ luma), 1e-9)
     for _ in range(FIT_ROUNDS):
-        mean = samples.composite(p).mean(axis=0).astype(np.float64)
+        mean = samples.mean_composite(p)
         lab = colour.srgb_to_lab(mean)
         if np.abs(lab - aim_lab).max() < 0.05:
             break
@@ -139,15 +151,24 @@ class FitSamples:
         srgb = colour.to_srgb255(edited)
         return self.base + (srgb - self.base) * self.alpha[:, None]
 
+    def mean_composite(self, p: RecolorParams) -> np.ndarray:
+        return self.composite(p).mean(axis=0).astype(np.float64)
+
 
 # -- materials ---------------------------------------------------------------------------------
 
 
-def _value_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, cells: int = 128) -> np.ndarray:
-    """Smooth noise (unit std) at coordinates given in noise cells; tiles every ``cells``."""
+def noise_grid(rng: np.random.Generator, cells: int = 128) -> np.ndarray:
+    """The value noise's lattice: smooth, unit std, tiling every ``cells``."""
     grid = rng.standard_normal((cells, cells)).astype(np.float32)
     grid = cv2.GaussianBlur(np.tile(grid, (3, 3)), (0, 0), 1.0)[cells:2 * cells, cells:2 * cells]
     grid /= grid.std() + 1e-6
+    return grid
+
+
+def _value_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, cells: int = 128) -> np.ndarray:
+    """Smooth noise (unit std) at coordinates given in noise cells; tiles every ``cells``."""
+    grid = noise_grid(rng, cells)
     # remap takes 2-D maps: the points go through in rows of REMAP_ROW
     count = u.size
     rows = -(-count // REMAP_ROW)
@@ -225,6 +246,22 @@ def _texture_std(l_crop: np.ndarray, region: np.ndarray) -> float:
     return float(vals.std()) if vals.size else 0.0
 
 
+def has_material(op: Recolor) -> bool:
+    return op.material != "flat" and op.spread > 0
+
+
+def material_seed(op: Recolor) -> int:
+    return op.rgb[0] << 16 | op.rgb[1] << 8 | op.rgb[2]
+
+
+def material_amplitude(op: Recolor, params: RecolorParams, texture_std: float) -> float:
+    """L* amplitude of the unit pattern: the entry's spread less the texture already there."""
+    # spread is a relative luminance variation; d(L*) = (L* + 16) / 3 * d(ln Y)
+    wanted = op.spread * (params.target_l + 16.0) / 3.0
+    existing = params.kappa * texture_std
+    return math.sqrt(max(0.0, wanted**2 - existing**2))
+
+
 # -- the edit ----------------------------------------------------------------------------------
 
 
@@ -235,14 +272,10 @@ def recolor(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, op: RecolorT
     params, aim_l = initial_params(l_region, op.rgb)
 
     material = None
-    if op.material != "flat" and op.spread > 0:
+    if has_material(op):
         l_window = colour.lstar(colour.luminance(colour.to_linear(rgb)))
-        pattern = material_pattern(op.material, l_window, region, seed=op.rgb[0] << 16 | op.rgb[1] << 8 | op.rgb[2],
-                                   where=alpha > 0)
-        # spread is a relative luminance variation; d(L*) = (L* + 16) / 3 * d(ln Y)
-        wanted = op.spread * (params.target_l + 16.0) / 3.0
-        existing = params.kappa * _texture_std(l_window, region)
-        material = pattern * math.sqrt(max(0.0, wanted**2 - existing**2))
+        pattern = material_pattern(op.material, l_window, region, seed=material_seed(op), where=alpha > 0)
+        material = pattern * material_amplitude(op, params, _texture_std(l_window, region))
 
     soft = (alpha > 0) & (alpha < 1)
     foreground = edge_foreground(rgb, alpha, region, band) if soft.any() else None

@@ -33,6 +33,7 @@ class ToneControls(Protocol):
 
 
 EXPOSURE_STOPS = 1.6  # brightness +-1 is a slope of 2**+-1.6 at black
+STAT_SAMPLES = 200_000  # pixels drawn for the region's mean lightness
 CONTRAST_BETA = 9.0   # contrast +-1 is a sigmoid of this steepness (or its inverse)
 WARM = (0.20, -0.32)  # temperature +1: red and blue gains before renormalising to luminance
 
@@ -61,8 +62,8 @@ def tone(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, params: ToneCon
          backend: Backend) -> np.ndarray:
     """Edited sRGB (0..255 float32) for each pixel of the window where ``alpha > 0``."""
     pixels = rgb[region]
-    if pixels.shape[0] > 200_000:
-        pixels = pixels[np.random.default_rng(0).choice(pixels.shape[0], 200_000, replace=False)]
+    if pixels.shape[0] > STAT_SAMPLES:
+        pixels = pixels[np.random.default_rng(0).choice(pixels.shape[0], STAT_SAMPLES, replace=False)]
     mean_l = float(colour.lstar(colour.luminance(colour.to_linear(pixels))).mean())
     kp = kernel_params(params, mean_l)
     return pixelwise(rgb, alpha, region, band,

@@ -1,0 +1,126 @@
+"""Remove's fill (engine/edits/remove.py) with its full-resolution work on a torch device.
+
+``PatchInpainter`` fills the hole at a reduced resolution (long side 256), patch by patch; that
+search is sequential and small, and stays on the host. What scales with the photo runs on the
+device: the area reduction to the work resolution, and the synthesis at full resolution (every
+hole pixel copies the pixel its patch's source points to, corrected by the work-resolution
+fill's low frequencies). Any other inpainter runs as it is, on the window brought to the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+
+from engine.edits.device import ops
+from engine.edits.remove import Inpainter, PatchInpainter
+
+DeviceFill = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@lru_cache(maxsize=32)
+def _area_weights(src: int, dst: int) -> np.ndarray:
+    """``cv2.resize(..., INTER_AREA)``'s weights along one axis (dst x src, float32): each output
+    pixel averages the input cells it covers, partial cells in proportion."""
+    out = np.zeros((dst, src), np.float32)
+    scale = src / dst
+    for dx in range(dst):
+        fsx1 = dx * scale
+        fsx2 = fsx1 + scale
+        cell = min(scale, src - fsx1)
+        sx2 = min(int(np.floor(fsx2)), src - 1)
+        sx1 = min(int(np.ceil(fsx1)), sx2)
+        if sx1 - fsx1 > 1e-3:
+            out[dx, sx1 - 1] = np.float32((sx1 - fsx1) / cell)
+        out[dx, sx1:sx2] = np.float32(1.0 / cell)
+        if fsx2 - sx2 > 1e-3:
+            out[dx, sx2] = np.float32(min(min(fsx2 - sx2, 1.0), cell) / cell)
+    return out
+
+
+def area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``cv2.resize(x, (w, h), INTER_AREA)`` downscaling of H x W (x C) float32."""
+    ay = torch.from_numpy(_area_weights(x.shape[0], size[0])).to(x.device)
+    ax = torch.from_numpy(_area_weights(x.shape[1], size[1])).to(x.device)
+    flat = x.reshape(x.shape[0], x.shape[1], -1).permute(2, 0, 1)  # C x H x W
+    out = ay @ flat @ ax.t()
+    return out.permute(1, 2, 0).reshape(size[0], size[1], *x.shape[2:])
+
+
+def sample_bilinear(small: torch.Tensor, qy: torch.Tensor, qx: torch.Tensor, full: tuple[int, int]) -> torch.Tensor:
+    """``remove.sample_bilinear``: ``small`` (h x w x 3) at the full-resolution pixels (qy, qx)."""
+    (h, w), (eh, ew) = full, small.shape[:2]
+    map_y = ((qy.double() + 0.5) * (eh / h) - 0.5).float()
+    map_x = ((qx.double() + 0.5) * (ew / w) - 0.5).float()
+    return ops.bilinear_at(small, map_y, map_x)
+
+
+def patch_fill(inpainter: PatchInpainter) -> DeviceFill:
+    def fill(rgb: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """``PatchInpainter.inpaint``: ``rgb`` uint8 H x W x 3, ``hole`` bool -> uint8 H x W x 3."""
+        if bool(hole.all()):
+            mean = rgb.reshape(-1, 3).double().mean(0).to(torch.uint8)
+            return mean.expand_as(rgb).clone()
+        h, w = hole.shape
+        img = rgb.float() / 255.0
+        scale = max(1.0, max(h, w) / inpainter.work_side)
+        size = (max(1, round(w / scale)), max(1, round(h / scale)))
+        scaled = size != (w, h)
+        if scaled:
+            work = area_resize(img, (size[1], size[0]))
+            work_hole = area_resize(hole.float(), (size[1], size[0])) > 0
+        else:
+            work, work_hole = img, hole
+        filled, off_y, off_x, shift = inpainter._fill(work.cpu().numpy(), work_hole.cpu().numpy())
+        return _synthesise(rgb, img, hole, filled, work_hole, off_y, off_x, shift, scaled)
+
+    return fill
+
+
+def _synthesise(rgb: torch.Tensor, img: torch.Tensor, hole: torch.Tensor, filled_np: np.ndarray,
+                work_hole: torch.Tensor, off_y: np.ndarray, off_x: np.ndarray, shift: np.ndarray,
+                scaled: bool) -> torch.Tensor:
+    """``PatchInpainter._synthesise`` on the device."""
+    device = rgb.device
+    h, w = hole.shape
+    eh, ew = filled_np.shape[:2]
+    filled = torch.from_numpy(filled_np).to(device)
+    qy, qx = hole.nonzero().unbind(1)
+    cy = torch.minimum(qy * eh // h, torch.tensor(eh - 1, device=device))
+    cx = torch.minimum(qx * ew // w, torch.tensor(ew - 1, device=device))
+    oy, ox = torch.from_numpy(off_y).to(device)[cy, cx], torch.from_numpy(off_x).to(device)[cy, cx]
+    sy = qy + torch.round(oy.double() * (h / eh)).long()
+    sx = qx + torch.round(ox.double() * (w / ew)).long()
+    ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+    ok &= ~hole[sy.clamp(0, h - 1), sx.clamp(0, w - 1)]
+    ok &= work_hole[cy, cx]
+    values = sample_bilinear(filled, qy, qx, (h, w)) if scaled else filled[qy, qx]
+    copied = img[sy.clamp(0, h - 1), sx.clamp(0, w - 1)] + torch.from_numpy(shift).to(device)[cy, cx, None]
+    values = torch.where(ok[:, None], copied, values)
+    if scaled:
+        copy = img.clone()
+        copy[qy, qx] = values
+        diff = (filled - area_resize(copy, (eh, ew))).cpu().numpy()
+        del copy
+        blurred = torch.from_numpy(cv2.GaussianBlur(diff, (0, 0), 1.0)).to(device)
+        values = values + sample_bilinear(blurred, qy, qx, (h, w))
+    out = rgb.clone()
+    out[qy, qx] = (values * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def host_fill(inpainter: Inpainter) -> DeviceFill:
+    """Any inpainter, on the window brought to the host and its result sent back."""
+    def fill(rgb: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(inpainter.inpaint(rgb.cpu().numpy(), hole.cpu().numpy())).to(rgb.device)
+
+    return fill
+
+
+def device_fill(inpainter: Inpainter) -> DeviceFill:
+    """The device version of ``inpainter`` where there is one, else ``host_fill``."""
+    return patch_fill(inpainter) if isinstance(inpainter, PatchInpainter) else host_fill(inpainter)

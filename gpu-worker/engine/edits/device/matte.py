@@ -1,0 +1,128 @@
+"""The soft matte and the soft edge's surface colour (engine/edits/blend.py) in torch.
+
+Both run over the whole window at once: with the window's sides padded to multiples of the
+filters' steps (as blend.py pads each tile), one run over the window gives the values blend.py's
+tiles give, and a device has no use for the tiles' savings.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.edits import blend
+from engine.edits.device import ops
+
+
+def guided_filter(rgb: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
+                  subsample: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``blend.guided_filter``: ``rgb`` uint8 3 x H x W, ``src`` float32 H x W."""
+    h, w = src.shape
+    rgb_f = rgb.float()
+    if subsample > 1:
+        rgb_p, src_p = ops.pad_to_multiple(rgb_f, subsample), ops.pad_to_multiple(src[None], subsample)
+        g = ops.area_down_u8(rgb_p, subsample) * (1 / 255)
+        p = ops.area_down(src_p, subsample)[0]
+        r = max(1, radius // subsample)
+        full = tuple(src_p.shape[-2:])
+    else:
+        g, p, r, full = rgb_f * (1 / 255), src, radius, (h, w)
+    box = ops.box_mean
+    mean_g = box(g, r)
+    mean_p = box(p[None], r)[0]
+    mean_gp = box(g * p[None], r)
+    cov_gp = mean_gp - mean_g * mean_p[None]
+    gr, gg, gb = g[0], g[1], g[2]
+    mr, mg, mb = mean_g[0], mean_g[1], mean_g[2]
+    second = box(torch.stack([gr * gr, gr * gg, gr * gb, gg * gg, gg * gb, gb * gb]), r)
+    s_rr = second[0] - mr * mr + eps
+    s_rg = second[1] - mr * mg
+    s_rb = second[2] - mr * mb
+    s_gg = second[3] - mg * mg + eps
+    s_gb = second[4] - mg * mb
+    s_bb = second[5] - mb * mb + eps
+    del second
+    i_rr = s_gg * s_bb - s_gb * s_gb
+    i_rg = s_gb * s_rb - s_rg * s_bb
+    i_rb = s_rg * s_gb - s_gg * s_rb
+    i_gg = s_rr * s_bb - s_rb * s_rb
+    i_gb = s_rb * s_rg - s_rr * s_gb
+    i_bb = s_rr * s_gg - s_rg * s_rg
+    det = s_rr * i_rr + s_rg * i_rg + s_rb * i_rb
+    cr, cg, cb = cov_gp[0], cov_gp[1], cov_gp[2]
+    a = torch.stack([
+        i_rr * cr + i_rg * cg + i_rb * cb,
+        i_rg * cr + i_gg * cg + i_gb * cb,
+        i_rb * cr + i_gb * cg + i_bb * cb,
+    ]) / det[None]
+    b = mean_p - (a * mean_g).sum(0)
+    mean_a = box(a, r)
+    mean_b = box(b[None], r)[0]
+    both = (mean_p > 0.02) & (mean_p < 0.98)
+    m = mean_p[None]
+    inside = mean_gp / m.clamp_min(1e-6)
+    outside = (mean_g - mean_gp) / (1.0 - m).clamp_min(1e-6)
+    contrast = torch.where(both, ((inside - outside) ** 2).sum(0).sqrt(), torch.zeros_like(mean_p))
+
+    def full_size(x: torch.Tensor) -> torch.Tensor:
+        return ops.linear_up(x, full)[..., :h, :w] if subsample > 1 else x
+
+    filtered = full_size(mean_b[None])[0]
+    up_a = full_size(mean_a)
+    for c in range(3):
+        filtered = filtered + up_a[c] * (rgb_f[c] * (1 / 255))
+    return filtered, full_size(contrast[None])[0]
+
+
+def soft_matte(rgb: torch.Tensor, region: torch.Tensor, protect: torch.Tensor | None, band: int,
+               anchor: torch.Tensor, reach: int) -> torch.Tensor:
+    """``blend.soft_matte`` over a window: ``rgb`` uint8 3 x H x W, masks bool H x W."""
+    core = ops.erode(region, ops.ellipse_rows(band))
+    within = ops.dilate(anchor, ops.disk_rows(int(reach)))
+    alpha = (core & within).float()
+    ring = within & ~core
+    matte, contrast = guided_filter(rgb, region.float(), band + 1, 2e-3, max(1, band // 2))
+    trust = (contrast / blend.EDGE_CONTRAST).clamp(0.0, 1.0)
+    inside = region.float()
+    weight = trust * matte.clamp(0.0, 1.0) + (1.0 - trust) * inside
+    weight = torch.where(region, torch.maximum(weight, torch.tensor(0.5, device=weight.device)),
+                         torch.minimum(weight, torch.tensor(0.5, device=weight.device)))
+    weight = torch.where(region & (weight > 0.9), torch.ones_like(weight), weight)
+    weight = torch.where(~region & (weight < 0.1), torch.zeros_like(weight), weight)
+    alpha = torch.where(ring, weight, alpha)
+    if protect is not None:
+        alpha = alpha.masked_fill(protect, 0.0)
+    return alpha
+
+
+def foreground(lin: torch.Tensor, core: torch.Tensor, fallback: torch.Tensor, radius: int) -> torch.Tensor:
+    """``blend.foreground_colour``: ``lin`` float 3 x H x W linear, masks bool H x W."""
+    h, w = core.shape
+    step = max(1, radius // 3)
+    lin_p = ops.pad_to_multiple(lin, step)
+    hp, wp = lin_p.shape[-2:]
+
+    def padded(mask: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros((1, hp, wp), dtype=torch.float32, device=mask.device)
+        out[0, :h, :w] = mask.float()
+        return out
+
+    r = max(1, radius // step)
+    lin_s = ops.area_down(lin_p, step)
+    out = lin_s.clone()
+    missing = torch.ones(lin_s.shape[-2:], dtype=torch.bool, device=lin.device)
+    for samples in (core, fallback):
+        weight = ops.area_down(padded(samples), step)
+        w_sum = ops.box_sum_zero(weight, r)[0]
+        c_sum = ops.box_sum_zero(lin_s * weight, r)
+        have = missing & (w_sum > 0.5)
+        out = torch.where(have[None], c_sum / torch.where(have, w_sum, 1.0)[None], out)
+        missing &= ~have
+    if step > 1:
+        out = ops.linear_up(out, (hp, wp))[:, :h, :w]
+        missing = missing.repeat_interleave(step, 0).repeat_interleave(step, 1)[:h, :w]
+    return torch.where(missing[None], lin, out)
+
+
+def edge_foreground(rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int) -> torch.Tensor:
+    """``blend.edge_foreground`` (3 x H x W linear; read only at soft-edge pixels)."""
+    return foreground(ops.to_linear(rgb), region & (alpha >= 1.0), region, 2 * band + 1)

@@ -1,0 +1,121 @@
+"""Where a photo's edits run, chosen once (``APPLY_BACKEND``): ``NumpyEditor`` on the host's
+CPUs, or ``TorchEditor`` on a torch device (engine/edits/device/), which gives the same pixels
+within one level and protected pixels byte for byte.
+
+Each editor also owns the gate photos pass before their edits: on the host, at most
+``RENDER_CONCURRENCY`` photos at a time (their float planes are host memory); on a device, as
+many as fit in ``EDIT_GPU_MEMORY_MB`` by the per-pixel estimate below.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ContextManager, Protocol
+
+import numpy as np
+
+from engine.applier import Edit, apply_edits_with
+from engine.edits.backend import NumpyBackend
+from engine.edits.remove import Inpainter
+
+# Device memory one photo's edits hold at their peak, per pixel of the photo: the photo, its
+# original and the result (uint8), masks, the window's matte and guided-filter planes and the
+# per-pixel kernels' bands (float32). An estimate from the tensors the path allocates.
+DEVICE_BYTES_PER_PIXEL = 96
+
+
+class Editor(Protocol):
+    name: str
+
+    def apply(self, image: np.ndarray, edits: Sequence[Edit], protect: Any) -> np.ndarray: ...
+
+    def slot(self, pixels: int) -> ContextManager[None]:
+        """Held while a photo of ``pixels`` pixels is edited."""
+        ...
+
+    def attach(self, segmenter: Any) -> None:
+        """Lets a segmenter on the editor's device hand its masks over there."""
+        ...
+
+
+class NumpyEditor:
+    name = "numpy"
+
+    def __init__(self, inpainter: Inpainter, concurrency: int) -> None:
+        self.inpainter = inpainter
+        self.backend = NumpyBackend()
+        self.slots = threading.BoundedSemaphore(concurrency)
+
+    def apply(self, image: np.ndarray, edits: Sequence[Edit], protect: Any) -> np.ndarray:
+        return apply_edits_with(image, edits, protect, backend=self.backend, inpainter=self.inpainter)
+
+    @contextmanager
+    def slot(self, pixels: int) -> Iterator[None]:
+        with self.slots:
+            yield
+
+    def attach(self, segmenter: Any) -> None:
+        return None
+
+
+class MemoryBudget:
+    """A semaphore counted in bytes: a holder of more than the whole budget waits for it all."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used = total, 0
+        self.changed = threading.Condition()
+
+    @contextmanager
+    def reserve(self, amount: int) -> Iterator[None]:
+        amount = min(amount, self.total)
+        with self.changed:
+            self.changed.wait_for(lambda: self.used + amount <= self.total)
+            self.used += amount
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.used -= amount
+                self.changed.notify_all()
+
+
+class TorchEditor:
+    name = "torch"
+
+    def __init__(self, device: str, inpainter: Inpainter, memory_mb: int) -> None:
+        import torch
+
+        from engine.edits.device.fill import device_fill
+
+        self.device = torch.device(device)
+        self.fill = device_fill(inpainter)
+        self.budget = MemoryBudget(memory_mb << 20)
+
+    def apply(self, image: np.ndarray, edits: Sequence[Edit], protect: Any) -> np.ndarray:
+        from engine.edits.device.editor import apply_on_device
+
+        return apply_on_device(image, edits, protect, self.device, self.fill)
+
+    def slot(self, pixels: int) -> ContextManager[None]:
+        return self.budget.reserve(pixels * DEVICE_BYTES_PER_PIXEL)
+
+    def attach(self, segmenter: Any) -> None:
+        keep = getattr(segmenter, "keep_masks_on", None)
+        if keep is not None:
+            keep(self.device)
+
+
+def choose_editor(choice: str, inpainter: Inpainter, render_concurrency: int, gpu_memory_mb: int) -> Editor:
+    """``numpy``: the host; ``torch``: torch on CUDA when present, else on the CPU (for parity
+    checks and benchmarks); ``auto``: torch on CUDA when present, else numpy."""
+    if choice != "numpy":
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        cuda = torch is not None and torch.cuda.is_available()
+        if cuda or (choice == "torch" and torch is not None):
+            return TorchEditor("cuda" if cuda else "cpu", inpainter, gpu_memory_mb)
+    return NumpyEditor(inpainter, render_concurrency)

@@ -1,0 +1,131 @@
+"""The torch edit path (engine/edits/device/) against the numpy path: every scene, every action.
+
+Same pixels within one level, protected pixels byte for byte on both; on the CPU here and on
+CUDA where present. Also the editor's choice and its memory gate."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from devtools.scenes import render_product, render_room
+from engine.applier import Edit, apply_edits_with
+from engine.edits.device.editor import apply_on_device
+from engine.edits.device.fill import device_fill
+from engine.edits.editor import MemoryBudget, NumpyEditor, TorchEditor, choose_editor
+from engine.edits.remove import PatchInpainter
+from engine.job import ToneParams
+from engine.rules import Recolor, Remove, Tone
+from presets import PRESETS
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+PALETTE = PRESETS["interior"].palette
+ACTIONS = {
+    "recolor": Recolor((163, 176, 148)),
+    "recolor-wood": Recolor(PALETTE["walnut"].rgb, PALETTE["walnut"].material, PALETTE["walnut"].spread),
+    "recolor-stone": Recolor((150, 150, 145), "stone", 0.15),
+    "tone": Tone(ToneParams(brightness=0.4, contrast=0.1, saturation=-0.2, temperature=0.3)),
+    "remove": Remove(),
+}
+SCENES = {
+    "room": lambda: render_room(480, 360, seed=3),
+    "room-large": lambda: render_room(1120, 840, seed=4),  # soft-edge band 2: filters at full size
+    "product": lambda: render_product(400, 400, seed=1),
+}
+TARGETS = {"room": ("Wall", "Floor", "Furniture"), "room-large": ("Floor", "Furniture"), "product": None}
+
+
+def _cases():
+    for scene in TARGETS:
+        for action in ACTIONS:
+            if scene != "room-large" or action in ("recolor-wood", "remove"):
+                yield scene, action
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return {name: make() for name, make in SCENES.items()}
+
+
+def _edit_and_protect(scene: str, action: str, rendered):
+    rgb, masks = rendered[scene]
+    names = TARGETS[scene] or tuple(n for n in masks if n != "Background")
+    target = {"remove": names[-1], "tone": names[0]}.get(action, names[min(1, len(names) - 1)])
+    protect = np.zeros(rgb.shape[:2], bool)
+    for name in ("Window", "Frame_Molding", "Glass_highlight"):
+        if name in masks:
+            protect |= masks[name]
+    if not protect.any():  # a protect mask through the region, so parity is checked next to it
+        protect[:, ::7] = True
+    return rgb, Edit(ACTIONS[action], masks[target]), protect
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("scene,action", list(_cases()))
+def test_torch_path_matches_numpy_within_one_level(scenes, scene, action, device):
+    rgb, edit, protect = _edit_and_protect(scene, action, scenes)
+    ours = apply_edits_with(rgb, [edit], protect, inpainter=PatchInpainter())
+    theirs = apply_on_device(rgb, [edit], protect, torch.device(device), device_fill(PatchInpainter()))
+    diff = np.abs(ours.astype(np.int16) - theirs.astype(np.int16))
+    changed = (ours != rgb).any(axis=2)
+    assert changed.sum() > 500  # the edit did something to compare
+    assert diff.max() <= 1, f"max abs diff {diff.max()} on {(diff > 1).any(axis=2).sum()} pixels"
+    assert np.array_equal(theirs[protect], rgb[protect]) and np.array_equal(ours[protect], rgb[protect])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_edits_in_sequence_match_and_device_masks_are_taken_as_they_are(scenes, device):
+    rgb, masks = scenes["room"]
+    protect = masks["Window"] | masks["Frame_Molding"]
+    edits = [Edit(ACTIONS["remove"], masks["Furniture"]), Edit(ACTIONS["recolor"], masks["Wall"]),
+             Edit(ACTIONS["tone"], masks["Floor"])]
+    ours = apply_edits_with(rgb, edits, protect, inpainter=PatchInpainter())
+    on_device = [Edit(e.op, torch.from_numpy(e.mask).to(device)) for e in edits]
+    theirs = apply_on_device(rgb, on_device, torch.from_numpy(protect).to(device), torch.device(device),
+                             device_fill(PatchInpainter()))
+    assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 1
+    assert np.array_equal(theirs[protect], rgb[protect])
+
+
+def test_apply_backend_picks_the_editor_once():
+    inpainter = PatchInpainter()
+    assert isinstance(choose_editor("numpy", inpainter, 1, 1024), NumpyEditor)
+    torch_editor = choose_editor("torch", inpainter, 1, 1024)
+    assert isinstance(torch_editor, TorchEditor)
+    assert torch_editor.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    auto = choose_editor("auto", inpainter, 1, 1024)
+    assert isinstance(auto, TorchEditor if torch.cuda.is_available() else NumpyEditor)
+
+
+def test_memory_budget_holds_photos_back_until_their_bytes_fit():
+    budget = MemoryBudget(100)
+    inside, peak, lock = [0], [0], threading.Lock()
+
+    def photo(amount: int) -> None:
+        with budget.reserve(amount):
+            with lock:
+                inside[0] += amount
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.02)
+            with lock:
+                inside[0] -= amount
+
+    threads = [threading.Thread(target=photo, args=(a,)) for a in (60, 60, 30, 500, 10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+    assert peak[0] <= 500 and budget.used == 0
+    # none of the 60s ever overlapped each other, and the oversized photo ran alone
+    small = MemoryBudget(100)
+    with small.reserve(60):
+        got = threading.Event()
+        waiter = threading.Thread(target=lambda: (small.reserve(60).__enter__(), got.set()))
+        waiter.start()
+        assert not got.wait(0.1)
+    assert got.wait(2)
