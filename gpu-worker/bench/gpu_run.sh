@@ -15,6 +15,10 @@
 #     bash gpu-worker/bench/gpu_run.sh e2e-keep   # the same with masks (3 detections kept per prompt)
 #     bash gpu-worker/bench/gpu_run.sh segment    # bench_segment.py --full
 #     bash gpu-worker/bench/gpu_run.sh apply      # bench_apply.py --backend torch at 12 MP
+#     bash gpu-worker/bench/gpu_run.sh edits      # the whole edit on the device: the suite on CUDA
+#                                                 # (parity included), then 16 x 12 MP, 3 detections
+#                                                 # kept per prompt, pipeline (torch edits) next to
+#                                                 # model only, peak GPU memory in the table
 #
 # Results are written to bench/results/ there and copied to $OUT, which the device tool brings
 # back; copy them into bench/results/ here.
@@ -75,8 +79,15 @@ case "${1:-}" in
         python3 -m bench.bench_apply --backend torch --sizes 12 --out bench/results/apply_gpu.md
         keep bench/results/apply_gpu.md
         ;;
+    edits)
+        install
+        python3 -m pytest -q -p no:cacheprovider tests/test_device_edits.py 2>&1 | tail -5
+        APPLY_BACKEND=torch python3 -m bench.bench_e2e --model full --photos 16 --variants pipeline,model \
+            --keep-top 3 --edit-backend torch
+        keep bench/results/e2e_full_*_keep3.md
+        ;;
     *)
-        sed -n '2,20p' "$0"
+        sed -n '2,24p' "$0"
         exit 2
         ;;
 esac

@@ -129,3 +129,18 @@ def test_memory_budget_holds_photos_back_until_their_bytes_fit():
         waiter.start()
         assert not got.wait(0.1)
     assert got.wait(2)
+
+
+@pytest.mark.parametrize("action", ["recolor-wood", "tone", "remove"])
+def test_a_few_pixels_at_the_corner_match_too(scenes, action):
+    rgb, _ = scenes["room"]
+    region = np.zeros(rgb.shape[:2], bool)
+    region[-5:, -4:] = True  # windows smaller than every filter's border
+    protect = np.zeros_like(region)
+    protect[-2:, -1:] = True
+    edit = Edit(ACTIONS[action], region)
+    ours = apply_edits_with(rgb, [edit], protect, inpainter=PatchInpainter())
+    theirs = apply_on_device(rgb, [edit], protect, torch.device("cpu"), device_fill(PatchInpainter()))
+    assert (ours != rgb).any()
+    assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 1
+    assert np.array_equal(theirs[protect], rgb[protect])

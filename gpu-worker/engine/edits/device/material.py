@@ -12,7 +12,6 @@ import math
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from engine.edits import recolor
 from engine.edits.device import ops
@@ -33,12 +32,20 @@ def value_noise(grid: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.T
     return ops.bilinear_at(grid, _mod(v, float(CELLS)), _mod(u, float(CELLS)), wrap=True)
 
 
+def _sobel(l_win: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cv2.Sobel`` dx and dy (3 x 3, reflect-101 border), as plain sums of shifted planes:
+    a convolution may run in reduced precision on a GPU (TF32), and the texture's angle steers
+    the wood's grain across the whole window."""
+    h, w = l_win.shape
+    p = ops.pad_reflect101(l_win, 1)
+    gx = (p[0:h, 2:] - p[0:h, :w]) + 2.0 * (p[1 : h + 1, 2:] - p[1 : h + 1, :w]) + (p[2:, 2:] - p[2:, :w])
+    gy = (p[2:, 0:w] - p[:h, 0:w]) + 2.0 * (p[2:, 1 : w + 1] - p[:h, 1 : w + 1]) + (p[2:, 2:] - p[:h, 2:])
+    return gx, gy
+
+
 def dominant_orientation(l_win: torch.Tensor, region: torch.Tensor) -> float | None:
-    """``recolor.dominant_orientation`` (Sobel with OpenCV's default reflect-101 border)."""
-    padded = F.pad(l_win[None, None], (1, 1, 1, 1), mode="reflect")
-    kx = l_win.new_tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-    gx = F.conv2d(padded, kx[None, None])[0, 0]
-    gy = F.conv2d(padded, kx.t()[None, None])[0, 0]
+    """``recolor.dominant_orientation``."""
+    gx, gy = _sobel(l_win)
     jxx, jyy, jxy = (float((a * b)[region].double().mean()) for a, b in ((gx, gx), (gy, gy), (gx, gy)))
     coherence = math.hypot(jxx - jyy, 2 * jxy) / max(jxx + jyy, 1e-6)
     if coherence < 0.15:
@@ -46,12 +53,18 @@ def dominant_orientation(l_win: torch.Tensor, region: torch.Tensor) -> float | N
     return 0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2
 
 
+def _gaussian(x: torch.Tensor, taps: np.ndarray) -> torch.Tensor:
+    """``cv2.GaussianBlur`` (reflect-101 border) as weighted sums of shifted planes (see _sobel)."""
+    r = len(taps) // 2
+    h, w = x.shape
+    p = ops.pad_reflect101(x, r)
+    rows = sum(float(t) * p[:, i : i + w] for i, t in enumerate(taps))
+    return sum(float(t) * rows[i : i + h] for i, t in enumerate(taps))
+
+
 def texture_std(l_win: torch.Tensor, region: torch.Tensor) -> float:
     """``recolor._texture_std``: a 33-tap Gaussian (sigma 4) and a 9 x 9 erosion."""
-    kernel = torch.from_numpy(cv2.getGaussianKernel(33, 4.0, cv2.CV_32F)[:, 0]).to(l_win.device)
-    x = F.pad(l_win[None, None], (16, 16, 16, 16), mode="reflect")
-    x = F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))[0, 0]
-    detail = l_win - x
+    detail = l_win - _gaussian(l_win, cv2.getGaussianKernel(33, 4.0, cv2.CV_32F)[:, 0])
     core = ~ops.dilate(~region, (4,) * 9)  # cv2.erode: outside the window counts as inside
     vals = detail[core] if int(core.sum()) > 64 else detail[region]
     return float(vals.double().std(unbiased=False)) if vals.numel() else 0.0

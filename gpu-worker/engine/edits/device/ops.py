@@ -76,6 +76,18 @@ def pad_reflect(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -
     return x.index_select(-1, reflect_index(w, left, right, x.device))
 
 
+def pad_reflect101(x: torch.Tensor, r: int) -> torch.Tensor:
+    """``BORDER_REFLECT_101`` (OpenCV's default: dcb|abcd|cba) padding by ``r`` on the last two
+    axes, for any size (torch's reflect padding needs the side longer than the pad)."""
+    def index(n: int) -> torch.Tensor:
+        if n == 1:
+            return torch.zeros(n + 2 * r, dtype=torch.long, device=x.device)
+        i = torch.arange(-r, n + r, device=x.device) % (2 * n - 2)
+        return torch.where(i >= n, 2 * n - 2 - i, i)
+
+    return x.index_select(-2, index(x.shape[-2])).index_select(-1, index(x.shape[-1]))
+
+
 def pad_to_multiple(x: torch.Tensor, step: int) -> torch.Tensor:
     """Reflect-pads bottom and right so both sides are multiples of ``step``."""
     h, w = x.shape[-2:]
