@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks and measurements, step by step, for a session lent a device machine.
+# The GPU checks and measurements, step by step, on a machine with a GPU.
 #
 # The device image has torch, torchvision, numpy, Pillow, OpenCV, httpx and pytest, but no
 # network and not every package the worker needs. So, once, on the development machine (it
@@ -15,10 +15,11 @@
 #     bash gpu-worker/bench/gpu_run.sh e2e-keep   # the same with masks (3 detections kept per prompt)
 #     bash gpu-worker/bench/gpu_run.sh segment    # bench_segment.py --full
 #     bash gpu-worker/bench/gpu_run.sh apply      # bench_apply.py --backend torch at 12 MP
-#     bash gpu-worker/bench/gpu_run.sh edits      # the whole edit on the device: the suite on CUDA
-#                                                 # (parity included), then 16 x 12 MP, 3 detections
-#                                                 # kept per prompt, pipeline (torch edits) next to
-#                                                 # model only, peak GPU memory in the table
+#     bash gpu-worker/bench/gpu_run.sh edits      # edits on the device: parity on CUDA, one 12 MP
+#                                                 # photo's edits (numpy and torch editors, GPU
+#                                                 # memory per photo)
+#     bash gpu-worker/bench/gpu_run.sh e2e-edits  # 16 x 12 MP, 3 detections kept per prompt: the
+#                                                 # pipeline with torch edits next to model only
 #
 # Results are written to bench/results/ there and copied to $OUT, which the device tool brings
 # back; copy them into bench/results/ here.
@@ -26,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."  # gpu-worker/
 REPO=$(cd .. && pwd)
 
-# What the image lacks (last stop's carry, plus isal); versions pinned to this machine's.
+# What the image lacks; versions pinned to the development machine's.
 CARRIED=(transformers pydantic pydantic-core pydantic-settings python-dotenv annotated-types
          typing-inspection boto3 botocore s3transfer jmespath moto responses xmltodict cryptography
          cffi pycparser flask flask-cors blinker itsdangerous pytest-asyncio respx isal)
@@ -82,6 +83,11 @@ case "${1:-}" in
     edits)
         install
         python3 -m pytest -q -p no:cacheprovider tests/test_device_edits.py 2>&1 | tail -5
+        python3 -m bench.bench_device_edits --editors numpy,torch
+        keep bench/results/device_edits_*cuda*.md
+        ;;
+    e2e-edits)
+        install
         APPLY_BACKEND=torch python3 -m bench.bench_e2e --model full --photos 16 --variants pipeline,model \
             --keep-top 3 --edit-backend torch
         keep bench/results/e2e_full_*_keep3.md

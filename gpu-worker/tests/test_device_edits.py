@@ -6,6 +6,7 @@ CUDA where present. Also the editor's choice and its memory gate."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 import time
 
 import numpy as np
@@ -144,3 +145,41 @@ def test_a_few_pixels_at_the_corner_match_too(scenes, action):
     assert (ours != rgb).any()
     assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 1
     assert np.array_equal(theirs[protect], rgb[protect])
+
+
+def test_edits_take_the_masks_a_segmenter_handed_over_on_its_device():
+    from engine.pipeline import edits_for
+    from engine.rules import Plan, PlannedRule
+    from engine.segmenter import ConceptMasks
+
+    wall = np.zeros((40, 60), bool)
+    wall[:20] = True
+    window = np.zeros_like(wall)
+    window[5:10, 5:10] = True
+    masks = {"Wall": ConceptMasks("Wall", wall, [], torch.from_numpy(wall)),
+             "Window": ConceptMasks("Window", window, [], torch.from_numpy(window))}
+    plan = Plan(PRESETS["interior"], (PlannedRule("Wall", ACTIONS["recolor"], None),), ("Window",))
+    edits, protect = edits_for(plan, masks)
+    assert edits[0].mask is masks["Wall"].on_device and protect is masks["Window"].on_device
+    without = {n: ConceptMasks(n, m.union, []) for n, m in masks.items()}
+    edits, protect = edits_for(plan, without)
+    assert edits[0].mask is wall and protect is window
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sam3_hands_its_unions_over_on_the_gpu(tmp_path):
+    from engine.sam3 import load_sam3_segmenter
+    from engine.segmenter import SegmentRequest
+    from engine.settings import Settings
+    from tests.sam3_tiny import save_tiny_sam3
+
+    settings = Settings(_env_file=None, sam3_model=str(save_tiny_sam3(tmp_path)), sam3_device="cuda")
+    segmenter = load_sam3_segmenter(settings)
+    editor = TorchEditor("cuda", PatchInpainter(), 1024)
+    editor.attach(segmenter)
+    rgb, _ = render_room(320, 240, seed=1)
+    concepts = [c for c in PRESETS["interior"].concepts.values()][:2]
+    found = segmenter.segment([SegmentRequest(rgb, "a")], [replace(c, threshold=0.0) for c in concepts])[0]
+    for masks in found.values():
+        assert masks.on_device is not None and masks.on_device.is_cuda
+        assert np.array_equal(masks.on_device.cpu().numpy(), masks.union)

@@ -107,7 +107,7 @@ def tone_window(rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, pa
     if pick is not None:
         pixels = pixels[pick]
     lin = ops.to_linear(pixels)
-    mean_l = float(ops.lstar(lin @ lin.new_tensor(ops.LUMA)).double().mean())
+    mean_l = float(ops.lstar(ops.luminance(lin)).double().mean())
     kp = tone.kernel_params(params, mean_l)
     foreground = _foreground(rgb, alpha, region, band)
     return pixelwise(rgb, alpha, foreground, lambda lin, rows: kernels.tone(lin, kp, torch))
