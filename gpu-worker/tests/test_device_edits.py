@@ -19,7 +19,10 @@ from engine.edits.device.editor import apply_on_device
 from engine.edits.device.fill import device_fill
 from engine.edits.editor import MemoryBudget, NumpyEditor, TorchEditor, choose_editor
 from engine.edits.remove import PatchInpainter
-from engine.job import ToneParams
+from engine.actions import Tools
+from engine.actions.tone import ToneParams
+from engine.edits.backend import NumpyBackend
+from engine.edits.device.registry import DeviceTools
 from engine.rules import Recolor, Remove, Tone
 from presets import PRESETS
 
@@ -38,6 +41,10 @@ SCENES = {
     "product": lambda: render_product(400, 400, seed=1),
 }
 TARGETS = {"room": ("Wall", "Floor", "Furniture"), "room-large": ("Floor", "Furniture"), "product": None}
+
+
+def device_tools() -> DeviceTools:
+    return DeviceTools(device_fill(PatchInpainter()), Tools(NumpyBackend(), PatchInpainter()))
 
 
 def _cases():
@@ -70,7 +77,7 @@ def _edit_and_protect(scene: str, action: str, rendered):
 def test_torch_path_matches_numpy_within_one_level(scenes, scene, action, device):
     rgb, edit, protect = _edit_and_protect(scene, action, scenes)
     ours = apply_edits_with(rgb, [edit], protect, inpainter=PatchInpainter())
-    theirs = apply_on_device(rgb, [edit], protect, torch.device(device), device_fill(PatchInpainter()))
+    theirs = apply_on_device(rgb, [edit], protect, torch.device(device), device_tools())
     diff = np.abs(ours.astype(np.int16) - theirs.astype(np.int16))
     changed = (ours != rgb).any(axis=2)
     assert changed.sum() > 500  # the edit did something to compare
@@ -87,7 +94,7 @@ def test_edits_in_sequence_match_and_device_masks_are_taken_as_they_are(scenes, 
     ours = apply_edits_with(rgb, edits, protect, inpainter=PatchInpainter())
     on_device = [Edit(e.op, torch.from_numpy(e.mask).to(device)) for e in edits]
     theirs = apply_on_device(rgb, on_device, torch.from_numpy(protect).to(device), torch.device(device),
-                             device_fill(PatchInpainter()))
+                             device_tools())
     assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 1
     assert np.array_equal(theirs[protect], rgb[protect])
 
@@ -141,7 +148,7 @@ def test_a_few_pixels_at_the_corner_match_too(scenes, action):
     protect[-2:, -1:] = True
     edit = Edit(ACTIONS[action], region)
     ours = apply_edits_with(rgb, [edit], protect, inpainter=PatchInpainter())
-    theirs = apply_on_device(rgb, [edit], protect, torch.device("cpu"), device_fill(PatchInpainter()))
+    theirs = apply_on_device(rgb, [edit], protect, torch.device("cpu"), device_tools())
     assert (ours != rgb).any()
     assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 1
     assert np.array_equal(theirs[protect], rgb[protect])
@@ -183,3 +190,15 @@ def test_sam3_hands_its_unions_over_on_the_gpu(tmp_path):
     for masks in found.values():
         assert masks.on_device is not None and masks.on_device.is_cuda
         assert np.array_equal(masks.on_device.cpu().numpy(), masks.union)
+
+
+@pytest.mark.parametrize("name", ["tone", "remove"])
+def test_an_action_without_a_device_version_runs_on_the_host(scenes, monkeypatch, name):
+    from engine.edits.device import registry
+
+    monkeypatch.delitem(registry.DEVICE_ACTIONS, name)
+    rgb, edit, protect = _edit_and_protect("room", name, scenes)
+    ours = apply_edits_with(rgb, [edit], protect, inpainter=PatchInpainter())
+    theirs = apply_on_device(rgb, [edit], protect, torch.device("cpu"), device_tools())
+    assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 1
+    assert isinstance(registry.device_action_for(edit.op), registry.HostAction)

@@ -87,16 +87,18 @@ class TorchEditor:
     def __init__(self, device: str, inpainter: Inpainter, memory_mb: int) -> None:
         import torch
 
+        from engine.actions import Tools
         from engine.edits.device.fill import device_fill
+        from engine.edits.device.registry import DeviceTools
 
         self.device = torch.device(device)
-        self.fill = device_fill(inpainter)
+        self.tools = DeviceTools(device_fill(inpainter), Tools(NumpyBackend(), inpainter))
         self.budget = MemoryBudget(memory_mb << 20)
 
     def apply(self, image: np.ndarray, edits: Sequence[Edit], protect: Any) -> np.ndarray:
         from engine.edits.device.editor import apply_on_device
 
-        return apply_on_device(image, edits, protect, self.device, self.fill)
+        return apply_on_device(image, edits, protect, self.device, self.tools)
 
     def slot(self, pixels: int) -> ContextManager[None]:
         return self.budget.reserve(pixels * DEVICE_BYTES_PER_PIXEL)

@@ -246,15 +246,15 @@ def _texture_std(l_crop: np.ndarray, region: np.ndarray) -> float:
     return float(vals.std()) if vals.size else 0.0
 
 
-def has_material(op: Recolor) -> bool:
+def has_material(op: RecolorTarget) -> bool:
     return op.material != "flat" and op.spread > 0
 
 
-def material_seed(op: Recolor) -> int:
+def material_seed(op: RecolorTarget) -> int:
     return op.rgb[0] << 16 | op.rgb[1] << 8 | op.rgb[2]
 
 
-def material_amplitude(op: Recolor, params: RecolorParams, texture_std: float) -> float:
+def material_amplitude(op: RecolorTarget, params: RecolorParams, texture_std: float) -> float:
     """L* amplitude of the unit pattern: the entry's spread less the texture already there."""
     # spread is a relative luminance variation; d(L*) = (L* + 16) / 3 * d(ln Y)
     wanted = op.spread * (params.target_l + 16.0) / 3.0

@@ -16,7 +16,6 @@ import torch
 from engine.edits import kernels, recolor, tone
 from engine.edits.device import ops
 from engine.edits.device.matte import edge_foreground
-from engine.rules import Recolor, ToneParams
 
 ROWS_PER_CHUNK_PIXELS = 1 << 21  # per-pixel kernels run over bands of rows of about this many pixels
 
@@ -81,7 +80,7 @@ class FitSamples:
         return composite.mean(0).double().cpu().numpy()
 
 
-def recolor_window(rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, op: Recolor,
+def recolor_window(rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, op: recolor.RecolorTarget,
                    band: int) -> torch.Tensor:
     from engine.edits.device.material import material_offsets
 
@@ -100,7 +99,7 @@ def recolor_window(rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor,
     return pixelwise(rgb, alpha, foreground, kernel)
 
 
-def tone_window(rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, params: ToneParams,
+def tone_window(rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, params: tone.ToneControls,
                 band: int) -> torch.Tensor:
     pixels = rgb[region]
     pick = _sample(pixels.shape[0], tone.STAT_SAMPLES, rgb.device)

@@ -1,27 +1,23 @@
 """``apply_edits`` on a torch device: the photo goes up once, masks arrive there (from a segmenter
 on the same device, or uploaded), and one uint8 result comes back for encoding.
 
-The steps are engine/applier.py's, edit by edit: the region minus protect, remove's grown region,
-the window, the soft matte, the action, the composite; then the protected pixels restored.
+The steps are engine/applier.py's, edit by edit: the region minus protect, the action's span
+(engine/edits/device/registry.py), the window, the soft matte, the action, the composite; then
+the protected pixels restored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from engine.applier import Edit, max_reach_px
+from engine.applier import Edit
 from engine.edits.blend import edge_band_px
-from engine.edits.device import ops
-from engine.edits.device.actions import recolor_window, tone_window
-from engine.edits.device.fill import DeviceFill
 from engine.edits.device.matte import soft_matte
-from engine.rules import Op, Recolor, Remove, Tone
-
-Action = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Op, int], torch.Tensor]
+from engine.edits.device.registry import DeviceTools, device_action_for
 
 
 def on_device(mask: Any, device: torch.device) -> torch.Tensor:
@@ -41,57 +37,38 @@ def _window(region: torch.Tensor, pad: int) -> tuple[slice, slice] | None:
 
 
 def apply_on_device(image: np.ndarray, edits: Sequence[Edit], protect: Any, device: torch.device,
-                    fill: DeviceFill) -> np.ndarray:
+                    tools: DeviceTools) -> np.ndarray:
     with torch.inference_mode():
         original = torch.from_numpy(np.ascontiguousarray(image)).to(device)
         out = original.clone()
         protect_t = None if protect is None else on_device(protect, device)
         band = edge_band_px(image.shape)
-        reach_max = max_reach_px(image.shape)
         for edit in edits:
-            _apply_one(out, edit, protect_t, band, reach_max, fill)
+            _apply_one(out, edit, protect_t, band, tools)
         if protect_t is not None:
             out = torch.where(protect_t[..., None], original, out)
         return out.cpu().numpy()
 
 
-def _apply_one(out: torch.Tensor, edit: Edit, protect: torch.Tensor | None, band: int, reach_max: int,
-               fill: DeviceFill) -> None:
+def _apply_one(out: torch.Tensor, edit: Edit, protect: torch.Tensor | None, band: int,
+               tools: DeviceTools) -> None:
     mask = on_device(edit.mask, out.device)
     region = mask if protect is None else mask & ~protect
     if not bool(region.any()):
         return
-    anchor, reach = region, band
-    if isinstance(edit.op, Remove):
-        grow = max(0, min(max(1, band // 2), reach_max - band))
-        if grow:
-            region = ops.dilate(region, ops.ellipse_rows(grow))
-            if protect is not None:
-                region &= ~protect
-            reach = reach_max
-        rows, cols = region.any(1).nonzero()[:, 0], region.any(0).nonzero()[:, 0]
-        size = max(int(rows[-1] - rows[0]), int(cols[-1] - cols[0])) + 1
-        pad = max(32, int(0.6 * size))
-    else:
-        pad = 2 * band + 4
-    window = _window(region, pad)
+    action = device_action_for(edit.op)
+    span = action.span(region, protect, band)
+    window = _window(span.region, span.pad)
     if window is None:
         return
     rgb = out[window]
-    win_region = region[window]
+    win_region = span.region[window]
     win_protect = protect[window] if protect is not None else None
-    alpha = soft_matte(rgb.permute(2, 0, 1), win_region, win_protect, band, anchor[window], reach)
+    alpha = soft_matte(rgb.permute(2, 0, 1), win_region, win_protect, band, region[window], span.reach)
     touched = alpha > 0
     if not bool(touched.any()):
         return
-    if isinstance(edit.op, Recolor):
-        edited = recolor_window(rgb, alpha, win_region, edit.op, band)
-    elif isinstance(edit.op, Tone):
-        edited = tone_window(rgb, alpha, win_region, edit.op.params, band)
-    elif isinstance(edit.op, Remove):
-        edited = fill(rgb, touched).float()
-    else:  # pragma: no cover - Op is a closed union
-        raise TypeError(f"unknown edit {edit.op!r}")
+    edited = action.edit(edit.op, rgb, alpha, win_region, band, tools)
     base = rgb.float()
     blended = (base + (edited - base) * alpha[..., None] + 0.5).clamp(0, 255).to(torch.uint8)
     out[window] = torch.where(touched[..., None], blended, rgb)

@@ -16,7 +16,6 @@ import torch
 from engine.edits import recolor
 from engine.edits.device import ops
 from engine.edits.kernels import RecolorParams
-from engine.rules import Recolor
 
 CELLS = 128
 
@@ -122,7 +121,7 @@ def pattern_at(material: str, l_win: torch.Tensor, region: torch.Tensor, seed: i
     return out
 
 
-def material_offsets(rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, op: Recolor,
+def material_offsets(rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, op: recolor.RecolorTarget,
                      params: RecolorParams) -> torch.Tensor | None:
     """The L* offsets recolor adds for a material palette entry (H x W), or None for flat paint."""
     if not recolor.has_material(op) or op.material not in ("wood", "stone"):
