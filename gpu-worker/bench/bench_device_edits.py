@@ -34,7 +34,7 @@ PACKAGE = Path(__file__).resolve().parent.parent
 def child(args: argparse.Namespace) -> dict:
     import torch
 
-    from engine.edits.editor import choose_editor
+    from engine.editor import choose_editor
     from engine.edits.remove import PatchInpainter
     from engine.pipeline import edits_for
     from engine.postprocess import decode_image

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from engine.callback import HttpCallbackSender
-from engine.edits.editor import Editor, choose_editor
+from engine.editor import Editor, choose_editor
 from engine.edits.learned import choose_inpainter
 from engine.edits.remove import Inpainter
 from engine.errors import SegmentationUnavailable

@@ -17,7 +17,7 @@ from devtools.scenes import render_product, render_room
 from engine.applier import Edit, apply_edits_with
 from engine.edits.device.editor import apply_on_device
 from engine.edits.device.fill import device_fill
-from engine.edits.editor import MemoryBudget, NumpyEditor, TorchEditor, choose_editor
+from engine.editor import MemoryBudget, NumpyEditor, TorchEditor, choose_editor
 from engine.edits.remove import PatchInpainter
 from engine.actions import Tools
 from engine.actions.tone import ToneParams
