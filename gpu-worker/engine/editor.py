@@ -17,7 +17,7 @@ from typing import Any, ContextManager, Protocol
 import numpy as np
 
 from engine.applier import Edit, apply_edits_with
-from engine.edits.backend import NumpyBackend
+from engine.edits.backend import Backend, NumpyBackend
 from engine.edits.remove import Inpainter
 
 # Device memory one photo's edits hold at their peak, per pixel of the photo: the photo, its
@@ -43,9 +43,9 @@ class Editor(Protocol):
 class NumpyEditor:
     name = "numpy"
 
-    def __init__(self, inpainter: Inpainter, concurrency: int) -> None:
+    def __init__(self, inpainter: Inpainter, concurrency: int, backend: Backend | None = None) -> None:
         self.inpainter = inpainter
-        self.backend = NumpyBackend()
+        self.backend = backend or NumpyBackend()
         self.slots = threading.BoundedSemaphore(concurrency)
 
     def apply(self, image: np.ndarray, edits: Sequence[Edit], protect: Any) -> np.ndarray:
