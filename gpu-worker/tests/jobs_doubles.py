@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.edits.remove import PatchInpainter
+from engine.edits.structure_fill import StructureInpainter
 from engine.editor import NumpyEditor
 from engine.callback import Delivery, RecordingCallbackSender
 from engine.edits.backend import NumpyBackend
@@ -152,5 +152,5 @@ def pipeline_on(tmp_path: Path, *, photos: int = 1, jobs: tuple[str, ...] = ("jo
         storage.writes.clear()  # the inputs are not the job's writes
     sender = sender if sender is not None else TimedSender()
     segmenter = segmenter or FileMaskSegmenter(tmp_path / "masks")
-    editor = None if edit_backend is None else NumpyEditor(PatchInpainter(), settings.render_concurrency, edit_backend)
+    editor = None if edit_backend is None else NumpyEditor(StructureInpainter(), settings.render_concurrency, edit_backend)
     return Pipeline(settings, storage, segmenter, sender, editor=editor), storage, sender
