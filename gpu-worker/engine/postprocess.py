@@ -9,13 +9,14 @@ instances file) are written and read by ``engine.stored_masks``, re-exported her
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from engine.errors import InputTooLarge, UnsupportedImage
 from engine.png import write_png
@@ -26,6 +27,9 @@ __all__ = ["DecodedImage", "decode_image", "encode_png", "encode_thumbnail", "gp
            "decode_instances", "decode_mask", "encode_instances", "encode_mask", "rle_decode", "rle_decode_box",
            "rle_encode_box"]
 
+log = logging.getLogger("worker.decode")
+
+MAX_ICC_BYTES = 1 << 20
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "HEIF"}
 
 try:  # HEIC where supported: pillow-heif registers the HEIF format with Pillow.
@@ -50,21 +54,45 @@ class DecodedImage:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
+GREY_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+STRIP_PIXELS = 1 << 18  # a wide greyscale image is brought to 8 bits this many pixels at a time
+
+
+def _to_8bit_grey(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float greyscale image as 8-bit ``L``, a strip of rows at a time: besides
+    the decoded image only the 8-bit result and one strip's arithmetic are ever held."""
+    width, height = img.size
+    high = img.getextrema()[1]
+    peak = 255 if img.mode == "F" or not (img.mode.startswith("I;16") or high > 255) else 65535
+    rows = max(1, STRIP_PIXELS // width)
+    out = np.empty((height, width), np.uint8)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        strip = np.asarray(img.crop((0, top, width, bottom)))
+        if img.mode == "F":
+            out[top:bottom] = np.clip(strip, 0, 255)
+            continue
+        wide = strip.astype(np.uint32) if strip.dtype.kind == "u" else np.clip(strip, 0, None).astype(np.uint32)
+        np.minimum(wide, peak, out=wide)
+        wide *= 255
+        wide //= peak
+        out[top:bottom] = wide
+    return Image.fromarray(out, "L")
+
+
 def _to_8bit_rgba(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
-    """(RGB image, alpha channel or None) for any Pillow mode."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.uint32)
-        peak = 65535 if img.mode.startswith("I;16") or arr.max() > 255 else 255
-        img = Image.fromarray((arr * 255 // peak).astype(np.uint8), "L")
-    elif img.mode == "F":
-        arr = np.asarray(img, dtype=np.float32)
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    """(8-bit colour image, alpha channel or None) for any Pillow mode. The colour image is RGB,
+    or L for greyscale: a greyscale photo is fitted to the output size before it becomes RGB."""
+    if img.mode in GREY_WIDE_MODES:
+        img = _to_8bit_grey(img)
     if img.mode == "P" or img.mode == "PA":
         img = img.convert("RGBA" if ("transparency" in img.info or img.mode == "PA") else "RGB")
-    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+    if img.mode == "LA":
+        return img.getchannel("L"), img.getchannel("A")
+    if img.mode == "RGBA":
         alpha = img.getchannel("A")
         return img.convert("RGB"), alpha
-    return (img if img.mode == "RGB" else img.convert("RGB")), None
+    return (img if img.mode in ("RGB", "L") else img.convert("RGB")), None
 
 
 def decode_image(data: bytes, *, max_pixels: int, max_side: int, jpeg_device: str | None = None) -> DecodedImage:
@@ -99,15 +127,80 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int, jpeg_device: st
         raise UnsupportedImage("the input is not a recognised image") from exc
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise UnsupportedImage("the image is truncated or corrupt") from exc
-    # An ICC profile describes the source's colour space: keep it only when that is RGB.
-    if source_mode not in ("RGB", "RGBA", "P", "PA"):
-        icc = None
+    icc = usable_icc_profile(icc, source_mode)
     rgb, alpha = _fit(rgb, alpha, max_side)
+    if rgb.mode != "RGB":
+        rgb = rgb.convert("RGB")
     # Writable: the segmenter hands it to torch as is; a read-only array it would have to copy
     # while holding the device, here the copy runs in the decoding thread.
     pixels = np.asarray(rgb)
     return DecodedImage(pixels if pixels.flags.writeable else pixels.copy(),
                         None if alpha is None else np.asarray(alpha), icc)
+
+
+# Bytes a pixel takes as Pillow holds each decoded mode; 8-bit RGB(A) output per pixel.
+_HELD_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4,
+               "CMYK": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+# Full-size 8-bit copies a mode needs on its way to RGB (bytes a pixel): P -> RGBA, CMYK -> RGB,
+# RGBA -> RGB + alpha, 16-bit grey -> L (strips beside it are small).
+_CONVERTED_BYTES = {"P": 4, "PA": 4, "LA": 2, "RGBA": 4, "CMYK": 3, "YCbCr": 3, "LAB": 3, "HSV": 3,
+                    "I;16": 1, "I;16B": 1, "I;16L": 1, "I": 1, "F": 1}
+
+
+def decoded_cost_bytes(data: bytes, max_side: int) -> int:
+    """Host bytes a photo holds at the peak of ``decode_image``, read from its header alone: the
+    decoded source as Pillow holds its mode (after JPEG's reduced-size decode), the full-size
+    8-bit copy its mode needs, a rotated copy where EXIF asks for one, and the fitted result. An
+    estimate for a memory budget, within the allocator's slack of what the decode holds.
+    A 16-bit photo costs more than an 8-bit one of the same pixel count. 0 when the header is
+    unreadable: decoding it fails at once."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            _decode_reduced(img, max_side)  # sets the reduced size from the header; decodes nothing
+            width, height = img.size
+            mode = img.mode
+            rotated = img.getexif().get(EXIF_ORIENTATION, 1) not in (1, None)
+    except (OSError, ValueError, SyntaxError, TypeError, Image.DecompressionBombError):
+        return 0
+    pixels = width * height
+    held = pixels * _HELD_BYTES.get(mode, 4)
+    converted = pixels * _CONVERTED_BYTES.get(mode, 0)
+    scale = min(1.0, max_side / max(width, height, 1))
+    fitted = round(width * scale) * round(height * scale) * (4 if mode in ("RGBA", "LA", "PA", "P") else 3)
+    # The result's bytes and the writable array made of them; and the fitted image itself unless
+    # it is the decoded RGB photo, counted above.
+    copies = 2 if (scale == 1.0 and mode == "RGB") else 3
+    return held * (2 if rotated else 1) + converted + copies * fitted
+
+
+def usable_icc_profile(icc: bytes | None, source_mode: str) -> bytes | None:
+    """The photo's ICC profile when the result may carry it: at most ``MAX_ICC_BYTES``, parsed by
+    LittleCMS, describing RGB colours of RGB pixels. Anything else is dropped (and logged): a
+    result whose profile no reader can parse, or that names another colour space, is worse than
+    one without."""
+    if not icc:
+        return None
+    problem = _icc_problem(icc, source_mode)
+    if problem is None:
+        return icc
+    log.info("icc_profile.dropped", extra={"reason": problem, "bytes": len(icc)})
+    return None
+
+
+def _icc_problem(icc: bytes, source_mode: str) -> str | None:
+    if len(icc) > MAX_ICC_BYTES:
+        return f"the profile is over {MAX_ICC_BYTES} bytes"
+    if source_mode not in ("RGB", "RGBA", "P", "PA"):
+        return f"the photo's pixels are {source_mode}, not RGB"
+    try:
+        space = ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.xcolor_space.strip()
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return "the profile does not parse"
+    if space != "RGB":
+        return f"the profile describes {space} colours, not RGB"
+    return None
 
 
 def _decode_jpeg_on(device: str, data: bytes, img: Image.Image, max_side: int) -> np.ndarray | None:
