@@ -7,15 +7,21 @@
    ``InvalidMessage``: every item gets a ``failed`` callback with ``INVALID_MESSAGE``.
 
 Key scoping (``check_item_keys``) is per item: a bad key fails that item with ``INVALID_KEY``.
+Keys are held to what every store accepts (S3 counts a key's length in UTF-8 bytes, a local
+filesystem a path segment's): no lone surrogates, no control or format characters, at most
+``MAX_KEY_BYTES`` in all and ``MAX_SEGMENT_BYTES`` a segment. Two items writing the same object
+are refused with the whole job (``check_unique_keys``, ``INVALID_MESSAGE``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError, ValidationInfo,
-                      field_validator)
+                      field_validator, model_validator)
 
 from engine.actions import ACTIONS
 from engine.actions.tone import ToneParams  # noqa: F401  (the tone action's parameters, as the message carries them)
@@ -24,7 +30,11 @@ from engine.errors import InvalidKey, InvalidMessage, JobParseError
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 MAX_ITEMS = 500
-MAX_KEY_LENGTH = 1024
+MAX_KEY_BYTES = 1024  # S3's limit, in UTF-8 bytes
+MAX_SEGMENT_BYTES = 255  # a file name's limit on common filesystems (the local store)
+# Unicode categories refused in keys: controls (C0, DEL, C1), format characters (bidi overrides,
+# zero-width), surrogates, line and paragraph separators.
+REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 
 
 class _Model(BaseModel):
@@ -101,12 +111,39 @@ class Job(_Model):
     idempotency_prefix: Identifier
     batch_concurrency: int | None = Field(None, ge=1, le=32)
 
-    def fingerprint(self) -> str:
-        """What makes a result reusable on redelivery (contract section 6)."""
-        rules = {name: rule.model_dump(mode="json") for name, rule in sorted(self.concepts.items())}
-        basis = {"job": self.job_id, "preset": self.preset, "stage": self.stage,
-                 "concepts": rules, "protect": sorted(self.protect)}
-        return json.dumps(basis, sort_keys=True, separators=(",", ":"))
+    @model_validator(mode="after")
+    def _unique_keys(self) -> Job:
+        if self.stage != "segment":  # a segment job writes its masks only, named by idx
+            check_unique_keys(self.items)
+        return self
+
+    def item_fingerprint(self, item: Item, params: dict[str, Any] | None = None) -> str:
+        """What makes an item's stored objects reusable on redelivery (contract section 6):
+        everything that shapes them or names them. Rules in job order (edits apply in that
+        order), protect as a set, the item's idx and keys (its mask keys follow from user, job
+        and idx), and ``params``: the worker's settings that shape the objects."""
+        basis = {
+            "job": self.job_id, "user": self.user_id, "preset": self.preset, "stage": self.stage,
+            "rules": [[name, rule.model_dump(mode="json")] for name, rule in self.concepts.items()],
+            "protect": sorted(set(self.protect)),
+            "item": [item.idx, item.input_key, item.output_key, item.preview_key],
+            "params": params or {},
+        }
+        text = json.dumps(basis, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_unique_keys(items: list[Item]) -> None:
+    """ValueError when two items would write the same object (an output or preview key shared,
+    between items or between one's output and another's preview): one would overwrite the other."""
+    seen: dict[str, int] = {}
+    for item in items:
+        for key in {item.output_key, item.preview_key}:
+            if not key:
+                continue  # a missing key fails its own item (INVALID_KEY)
+            if key in seen and seen[key] != item.idx:
+                raise ValueError(f"items {seen[key]} and {item.idx} both write {key!r}")
+            seen[key] = item.idx
 
 
 def _describe(exc: ValidationError) -> str:
@@ -163,12 +200,18 @@ def _check_key(key: str, prefix: str, field: str) -> None:
         raise InvalidKey(f"{field} is missing")
     if not key.startswith(prefix) or len(key) <= len(prefix):
         raise InvalidKey(f"{field} must start with {prefix}")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(f"{field} is longer than {MAX_KEY_LENGTH} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
-        raise InvalidKey(f"{field} contains control characters")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidKey(f"{field} is not valid Unicode (a lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidKey(f"{field} is {size} bytes in UTF-8; the limit is {MAX_KEY_BYTES}")
+    if any(unicodedata.category(ch) in REFUSED_CATEGORIES for ch in key):
+        raise InvalidKey(f"{field} contains control or format characters")
     if "\\" in key or any(part in ("", ".", "..") for part in key.split("/")):
         raise InvalidKey(f"{field} has an empty, '.' or '..' path segment")
+    if any(len(part.encode("utf-8")) > MAX_SEGMENT_BYTES for part in key.split("/")):
+        raise InvalidKey(f"{field} has a path segment over {MAX_SEGMENT_BYTES} bytes")
 
 
 def check_item_keys(job: Job, item: Item) -> None:

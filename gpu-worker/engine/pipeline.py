@@ -220,7 +220,8 @@ class Pipeline:
         through ``gate``."""
         job, plan, recipe = planned.job, planned.plan, planned.recipe
         check_item_keys(job, item)
-        fingerprint = planned.fingerprint(item)
+        fingerprint = planned.fingerprint(item, {"max_output_side": self.settings.max_output_side,
+                                                 "thumbnail_side": self.settings.thumbnail_side})
         marker = recipe.marker(job, item)
         previous = await self.storage.head(marker)
         if previous is not None and previous.get("fingerprint") == fingerprint:

@@ -13,8 +13,8 @@ section 6). A report is built from the job and its plan, never read back from st
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.errors import InvalidMessage
 from engine.job import Item, Job, instances_key, mask_key
@@ -106,8 +106,9 @@ class PlannedJob:
     def concepts(self) -> list[Concept]:
         return self.plan.concepts_to_find()
 
-    def fingerprint(self, item: Item) -> str:
-        return hashlib.sha256(f"{self.job.fingerprint()}|{item.input_key}".encode()).hexdigest()
+    def fingerprint(self, item: Item, params: dict[str, Any] | None = None) -> str:
+        """``Job.item_fingerprint``: ``params`` are the worker's settings that shape the objects."""
+        return self.job.item_fingerprint(item, params)
 
 
 def plan_job(job: Job) -> PlannedJob:

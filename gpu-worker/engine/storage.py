@@ -2,8 +2,8 @@
 
 Both are blocking underneath; ``ThreadedStorage`` runs their calls in worker threads so the
 event loop never stalls. Library errors become the project's own at this edge:
-missing object -> ``InputNotFound``, too big -> ``InputTooLarge``, anything else ->
-``StorageError``. Messages name the key, never credentials or local paths.
+missing object -> ``InputNotFound``, too big -> ``InputTooLarge``, anything else (a key the
+backend cannot encode or the filesystem cannot hold included) -> ``StorageError``. Messages name the key, never credentials or local paths.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class S3Storage(ThreadedStorage):
             if _is_missing(exc):
                 raise InputNotFound(f"no object at {key}") from exc
             raise StorageError(f"could not read {key} ({_error_code(exc)})") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, UnicodeError) as exc:
             raise StorageError(f"could not read {key} ({type(exc).__name__})") from exc
         if len(data) > max_bytes:
             raise _too_large(key, len(data), max_bytes)
@@ -113,7 +113,7 @@ class S3Storage(ThreadedStorage):
             self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, Metadata=metadata
             )
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, UnicodeError) as exc:
             raise StorageError(f"could not write {key} ({_error_code(exc)})") from exc
 
     def _head(self, key: str) -> Metadata | None:
@@ -123,7 +123,7 @@ class S3Storage(ThreadedStorage):
             if _is_missing(exc):
                 return None
             raise StorageError(f"could not check {key} ({_error_code(exc)})") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, UnicodeError) as exc:
             raise StorageError(f"could not check {key} ({type(exc).__name__})") from exc
         return dict(response.get("Metadata", {}))
 
@@ -138,20 +138,32 @@ def _error_code(exc: Exception) -> str:
     return type(exc).__name__
 
 
+META_DIR = ".meta"
+
+
 class LocalStorage(ThreadedStorage):
-    """Objects as files under ``root``; metadata in ``root/.meta/<key>.json``. Writes are atomic."""
+    """Objects as files under ``root``; each object's metadata in ``root/.meta/<key>``, a tree of
+    the same shape beside the objects' (no sidecar name can be another key's). Writes are atomic.
+    Filesystem errors (a name too long, a file where a folder should be, a name the filesystem
+    cannot encode) become ``StorageError``; ``InvalidKey`` stops such keys earlier in the
+    pipeline."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
 
     def path_of(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        if key.split("/", 1)[0] == META_DIR:
+            raise StorageError(f"key {key!r} is reserved for the store's metadata")
+        try:
+            path = (self.root / key).resolve()
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"key {key!r} cannot be stored here ({type(exc).__name__})") from exc
         if self.root not in path.parents:
             raise StorageError(f"key {key!r} is outside the store")
         return path
 
     def _meta_path(self, key: str) -> Path:
-        return self.root / ".meta" / f"{key}.json"
+        return self.root / META_DIR / key
 
     def _get(self, key: str, max_bytes: int) -> bytes:
         path = self.path_of(key)
@@ -162,7 +174,7 @@ class LocalStorage(ThreadedStorage):
             return path.read_bytes()
         except FileNotFoundError as exc:
             raise InputNotFound(f"no object at {key}") from exc
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise StorageError(f"could not read {key} ({type(exc).__name__})") from exc
 
     def _put(self, key: str, data: bytes, content_type: str, metadata: Metadata) -> None:
@@ -170,15 +182,19 @@ class LocalStorage(ThreadedStorage):
         try:
             _atomic_write(path, data)
             _atomic_write(self._meta_path(key), json.dumps({"content_type": content_type, "metadata": metadata}).encode())
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise StorageError(f"could not write {key} ({type(exc).__name__})") from exc
 
     def _head(self, key: str) -> Metadata | None:
-        if not self.path_of(key).is_file():
-            return None
+        path = self.path_of(key)
+        try:
+            if not path.is_file():
+                return None
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"could not check {key} ({type(exc).__name__})") from exc
         try:
             return dict(json.loads(self._meta_path(key).read_bytes())["metadata"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return {}
 
 

@@ -168,6 +168,11 @@ def test_key_checks_accept_only_keys_under_the_prefix(suffix):
         check_item_keys(job, item)
     except InvalidKey:
         return
+    import unicodedata
+
+    from engine.job import MAX_SEGMENT_BYTES
+
     parts = suffix.split("/")
     assert suffix and all(p not in ("", ".", "..") for p in parts)
-    assert all(ord(c) >= 32 and ord(c) != 127 for c in suffix) and "\\" not in suffix
+    assert all(unicodedata.category(c)[0] != "C" or unicodedata.category(c) in ("Co", "Cn") for c in suffix)
+    assert "\\" not in suffix and all(len(p.encode("utf-8")) <= MAX_SEGMENT_BYTES for p in parts)

@@ -182,9 +182,9 @@ CASES = [
 ]
 
 
-def write_generic_masks(root: Path) -> None:
-    """Masks for INPUT as tiny PNGs the file segmenter scales to any photo: wall = top half."""
-    folder = root / Path(INPUT).with_suffix("")
+def write_generic_masks(root: Path, key: str = INPUT) -> None:
+    """Masks for ``key`` as tiny PNGs the file segmenter scales to any photo: wall = top half."""
+    folder = root / Path(key).with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)
     top = np.array([[255, 255], [0, 0]], np.uint8)
     Image.fromarray(top).save(folder / "Wall.png")
@@ -226,8 +226,23 @@ async def test_fault_matrix(tmp_path, case):
     assert pipeline.needs_fresh_worker == (case.name == "device_failure")
 
 
-def test_matrix_is_large_enough():
-    assert len(CASES) >= 30
+async def test_every_input_case_in_one_job_ends_each_item_with_its_own_outcome(tmp_path):
+    """The matrix's input cases as the items of one job: a photo that fails never changes another
+    item's outcome, and every item gets exactly one terminal callback."""
+    cases = [c for c in CASES if c.data is not None and not (c.settings or c.segmenter or c.storage or c.job)]
+    storage = LocalStorage(tmp_path / "store")
+    for i, case in enumerate(cases):
+        key = f"inputs/u_abc/job_123/{i}.jpg"
+        storage._put(key, case.data, "application/octet-stream", {})
+        write_generic_masks(tmp_path / "masks", key)
+    sender = RecordingCallbackSender()
+    pipeline = Pipeline(make_settings(), storage, FileMaskSegmenter(tmp_path / "masks"), sender)
+    result = await pipeline.run_job(make_job(len(cases), protect=["Window"], batch_concurrency=4))
+    outcomes = {item["idx"]: item["error_code"] for item in result["items"]}
+    assert outcomes == {i: case.code for i, case in enumerate(cases)}
+    assert sorted(payload["idx"] for _, payload, _ in sender.sent) == list(range(len(cases)))
+    assert {payload["idx"]: payload["error_code"] for _, payload, _ in sender.sent} == outcomes
+    assert result["status"] == "partial"
 
 
 async def test_secrets_never_reach_logs_errors_or_callbacks(tmp_path):
