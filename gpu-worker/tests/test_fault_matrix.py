@@ -237,7 +237,7 @@ async def test_every_input_case_in_one_job_ends_each_item_with_its_own_outcome(t
         write_generic_masks(tmp_path / "masks", key)
     sender = RecordingCallbackSender()
     pipeline = Pipeline(make_settings(), storage, FileMaskSegmenter(tmp_path / "masks"), sender)
-    result = await pipeline.run_job(make_job(len(cases), protect=["Window"], batch_concurrency=4))
+    result = (await pipeline.run_job(make_job(len(cases), protect=["Window"], batch_concurrency=4))).to_dict()
     outcomes = {item["idx"]: item["error_code"] for item in result["items"]}
     assert outcomes == {i: case.code for i, case in enumerate(cases)}
     assert sorted(payload["idx"] for _, payload, _ in sender.sent) == list(range(len(cases)))

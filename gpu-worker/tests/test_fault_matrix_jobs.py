@@ -34,7 +34,7 @@ async def test_keys_no_store_can_hold_fail_with_invalid_key_before_any_storage_c
     p, sender, storage = counting_pipeline(tmp_path)
     job = make_job(1)
     job["items"][0]["output_key"] = KEY_CASES[name]
-    result = await p.run_job(job)
+    result = (await p.run_job(job)).to_dict()
     assert result["items"][0]["error_code"] == "INVALID_KEY", result
     assert storage.calls == []
     assert [payload["error_code"] for _, payload, _ in sender.sent] == ["INVALID_KEY"]
@@ -104,7 +104,7 @@ async def test_redelivery_under_other_keys_writes_every_key_it_reports(tmp_path,
         item["idx"] = 7
     else:
         item[change] = item[change].replace("0_", "0_again_")
-    result = await pipeline.run_job(job)
+    result = (await pipeline.run_job(job)).to_dict()
     (done,) = result["items"]
     assert done["status"] == "done"
     reported = [done["output_key"], done["preview_key"]]
@@ -118,7 +118,7 @@ async def test_two_items_writing_the_same_object_fail_the_job_with_invalid_messa
     p, sender, storage = counting_pipeline(tmp_path)
     job = make_job(2)
     job["items"][1][field] = job["items"][0][field]
-    result = await p.run_job(job)
+    result = (await p.run_job(job)).to_dict()
     assert [i["error_code"] for i in result["items"]] == ["INVALID_MESSAGE"] * 2
     assert "both write" in result["items"][0]["error"]
     assert storage.calls == [] and len(sender.sent) == 2
