@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from engine.errors import MasksNotFound
 from engine.png import chunk
@@ -155,3 +156,24 @@ def test_box_decoding_holds_one_byte_per_pixel_of_the_box_rows():
     assert crop.shape == (600, width) and crop.all()
     with pytest.raises(ValueError, match="outside its box"):
         rle_decode_box(runs, (0, 1000, width, 1599), (width, height))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=16,
+)
+entry_fields = st.fixed_dictionaries({}, optional={"id": json_values, "score": json_values, "bbox": json_values,
+                                                   "rle": json_values | st.lists(st.integers(-2, 2 * W * H), max_size=5)})
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.one_of(json_values, st.fixed_dictionaries({"width": st.just(W), "height": st.just(H),
+                                                      "concepts": st.dictionaries(st.text(max_size=4),
+                                                                                  st.lists(entry_fields, max_size=3))})))
+def test_any_json_is_instances_or_masks_not_found(doc):
+    try:
+        found = decode_instances(json.dumps(doc).encode(), (W, H))
+    except MasksNotFound:
+        return
+    assert all(isinstance(i.crop, np.ndarray) for v in found.values() for i in v)
