@@ -116,7 +116,9 @@ def job_table() -> str:
                                ("A rule (`concepts.<Concept>`)", job_schema.Rule, None),
                                ("Tone parameters (`value` of `tone` as an object)", job_schema.ToneParams, None)):
         parts.append(f"**{title}**\n\n" + markdown_table(header, _field_rows(model, also)))
-    parts.append(f"Keys: at most {job_schema.MAX_KEY_LENGTH} characters; items: at most {job_schema.MAX_ITEMS}.")
+    parts.append(f"Keys: at most {job_schema.MAX_KEY_BYTES} bytes in UTF-8 and {job_schema.MAX_SEGMENT_BYTES} a path "
+                 "segment, valid Unicode without control, format or line-separator characters; no two items of a "
+                 f"`full` or `apply` job share an output or preview key; items: at most {job_schema.MAX_ITEMS}.")
     return "\n\n".join(parts)
 
 
