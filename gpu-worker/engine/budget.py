@@ -24,32 +24,30 @@ from typing import TypeVar
 
 from PIL import Image
 
+from engine.postprocess import decoded_cost_bytes
+
 T = TypeVar("T")
 
-# Bytes per pixel of the source as Pillow decodes it, before it becomes 8-bit RGB.
-SOURCE_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
-                          "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "CMYK": 4, "I": 4, "F": 4}
 # At the result's size: RGB and alpha, the edited copy, the concepts' masks and the encoders'
 # buffers; the edits' float planes are bounded separately (RENDER_CONCURRENCY).
 RESULT_BYTES_PER_PIXEL = 16
 
 
 def estimate_decoded_bytes(data: bytes, max_side: int) -> int:
-    """What decoding ``data`` and working on the result costs in memory, from its header alone.
-    Bytes that are not a readable image cost their own length (their decode fails at once)."""
+    """What decoding ``data`` and working on the result costs in memory, from its header alone:
+    the decode's peak (``decoded_cost_bytes``: the source as its mode holds it, after JPEG's
+    reduced-size decode, with the 8-bit and rotated copies it needs) and the work on the fitted
+    result. Bytes that are not a readable image cost their own length (their decode fails at once)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as img:
-                width, height, mode = img.size[0], img.size[1], img.mode
+                width, height = img.size
     except Exception:  # noqa: BLE001 - the decoder reports what is wrong with it
         return max(1, len(data))
-    source = width * height * SOURCE_BYTES_PER_PIXEL.get(mode, 4)
-    if mode != "RGB":
-        source += width * height * 3  # its 8-bit RGB conversion, alive together with the source
     scale = min(1.0, max_side / max(width, height, 1))
     result = round(width * scale) * round(height * scale) * RESULT_BYTES_PER_PIXEL
-    return max(1, source + result)
+    return max(1, decoded_cost_bytes(data, max_side) + result)
 
 
 class MemoryBudget:

@@ -116,3 +116,15 @@ def test_decoded_cost_bounds_what_the_decode_holds():
         finally:
             tracemalloc.stop()
         assert peak <= decoded_cost_bytes(data, 4096)
+
+
+def test_the_memory_budget_counts_the_decoded_cost():
+    from engine.budget import estimate_decoded_bytes
+
+    grey8 = encoded(Image.fromarray(np.zeros((1500, 2000), np.uint8)), "PNG")
+    grey16 = grey16_png(2000, 1500)
+    big_jpeg = encoded(photo(size=(4000, 3000)), "JPEG")
+    assert estimate_decoded_bytes(grey16, 4096) - estimate_decoded_bytes(grey8, 4096) == (
+        decoded_cost_bytes(grey16, 4096) - decoded_cost_bytes(grey8, 4096)) >= 2000 * 1500
+    # Decoded at half size for a 1000-pixel result: the reduced decode is what is counted.
+    assert estimate_decoded_bytes(big_jpeg, 1000) < 4000 * 3000 * 3
