@@ -67,6 +67,24 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
 
 
+
+def solve_sym3(s: tuple, c: tuple) -> tuple:
+    """Per pixel, ``S^-1 c`` for a symmetric 3 x 3 ``S`` given by its six entries (rr, rg, rb, gg,
+    gb, bb) and a 3-vector ``c``, through the adjugate: elementwise arithmetic only, so numpy
+    arrays and torch tensors alike."""
+    s_rr, s_rg, s_rb, s_gg, s_gb, s_bb = s
+    cr, cg, cb = c
+    i_rr = s_gg * s_bb - s_gb * s_gb
+    i_rg = s_gb * s_rb - s_rg * s_bb
+    i_rb = s_rg * s_gb - s_gg * s_rb
+    i_gg = s_rr * s_bb - s_rb * s_rb
+    i_gb = s_rb * s_rg - s_rr * s_gb
+    i_bb = s_rr * s_gg - s_rg * s_rg
+    det = s_rr * i_rr + s_rg * i_rg + s_rb * i_rb
+    return ((i_rr * cr + i_rg * cg + i_rb * cb) / det,
+            (i_rg * cr + i_gg * cg + i_gb * cb) / det,
+            (i_rb * cr + i_gb * cg + i_bb * cb) / det)
+
 def guided_filter(rgb: np.ndarray, src: np.ndarray, radius: int, eps: float,
                   subsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Colour-guided filter of a single-channel ``src`` (float32), guided by ``rgb`` (uint8 H x W x 3).
@@ -100,20 +118,8 @@ def guided_filter(rgb: np.ndarray, src: np.ndarray, radius: int, eps: float,
     s_gg = _box(gg * gg, r) - mg * mg + eps
     s_gb = _box(gg * gb, r) - mg * mb
     s_bb = _box(gb * gb, r) - mb * mb + eps
-    # inverse through the adjugate
-    i_rr = s_gg * s_bb - s_gb * s_gb
-    i_rg = s_gb * s_rb - s_rg * s_bb
-    i_rb = s_rg * s_gb - s_gg * s_rb
-    i_gg = s_rr * s_bb - s_rb * s_rb
-    i_gb = s_rb * s_rg - s_rr * s_gb
-    i_bb = s_rr * s_gg - s_rg * s_rg
-    det = s_rr * i_rr + s_rg * i_rg + s_rb * i_rb
-    cr, cg, cb = cov_gp[..., 0], cov_gp[..., 1], cov_gp[..., 2]
-    a = np.stack([
-        i_rr * cr + i_rg * cg + i_rb * cb,
-        i_rg * cr + i_gg * cg + i_gb * cb,
-        i_rb * cr + i_gb * cg + i_bb * cb,
-    ], axis=-1) / det[..., None]
+    a = np.stack(solve_sym3((s_rr, s_rg, s_rb, s_gg, s_gb, s_bb),
+                            (cov_gp[..., 0], cov_gp[..., 1], cov_gp[..., 2])), axis=-1)
     b = mean_p - (a * mean_g).sum(axis=-1)
     mean_a = _box(a, r)
     mean_b = _box(b, r)

@@ -41,19 +41,7 @@ def guided_filter(rgb: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
     s_gb = second[4] - mg * mb
     s_bb = second[5] - mb * mb + eps
     del second
-    i_rr = s_gg * s_bb - s_gb * s_gb
-    i_rg = s_gb * s_rb - s_rg * s_bb
-    i_rb = s_rg * s_gb - s_gg * s_rb
-    i_gg = s_rr * s_bb - s_rb * s_rb
-    i_gb = s_rb * s_rg - s_rr * s_gb
-    i_bb = s_rr * s_gg - s_rg * s_rg
-    det = s_rr * i_rr + s_rg * i_rg + s_rb * i_rb
-    cr, cg, cb = cov_gp[0], cov_gp[1], cov_gp[2]
-    a = torch.stack([
-        i_rr * cr + i_rg * cg + i_rb * cb,
-        i_rg * cr + i_gg * cg + i_gb * cb,
-        i_rb * cr + i_gb * cg + i_bb * cb,
-    ]) / det[None]
+    a = torch.stack(blend.solve_sym3((s_rr, s_rg, s_rb, s_gg, s_gb, s_bb), (cov_gp[0], cov_gp[1], cov_gp[2])))
     b = mean_p - (a * mean_g).sum(0)
     mean_a = box(a, r)
     mean_b = box(b[None], r)[0]
