@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--job-concurrency", default="2", help="comma-separated JOB_CONCURRENCY values to run")
     parser.add_argument("--slow-receiver-s", type=float, default=2.0, help="0: the instant receiver only")
     parser.add_argument("--in-flight", type=int, default=4, help="model-only: photos per segmentation call")
+    parser.add_argument("--sim-masks", choices=["none", "blobs"], default="none",
+                        help="--model simulated: what the device finds (blobs: masks over most of the frame)")
+    parser.add_argument("--sim-coverage", type=float, default=0.65, help="--sim-masks blobs: share of the frame")
     parser.add_argument("--child")
     parser.add_argument("--endpoint")
     parser.add_argument("--checkpoint")
@@ -62,7 +65,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    args.keep_top = None
+    args.keep_top, args.edit_backend = None, None
     run(args)
 
 
@@ -117,6 +120,7 @@ def run_stream(args: argparse.Namespace, s3, endpoint: str, checkpoint: str, pho
         cmd = [sys.executable, "-m", "bench.bench_stream", "--child", "stream", "--endpoint", endpoint,
                "--checkpoint", checkpoint, "--model", args.model, "--device-ms", str(args.device_ms),
                "--device-shared", str(args.device_shared), "--concurrency", str(concurrency),
+               "--sim-masks", args.sim_masks, "--sim-coverage", str(args.sim_coverage),
                "--receiver", receiver.url]
         env = {**MALLOC_ENV, **os.environ, **api.env(), "LOG_LEVEL": "warning", "RUNPOD_LOG_LEVEL": "ERROR"}
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -72,6 +72,34 @@ def test_clean_specks_drops_small_islands_and_fills_small_holes():
     assert np.array_equal(out[20:180, 20:50], mask[20:180, 20:50])
 
 
+def _clean_specks_whole_frame(mask: np.ndarray, min_area: float) -> np.ndarray:
+    """The definition: label the whole frame, drop small islands, fill small holes that do not
+    touch the image border."""
+    def drop(m: np.ndarray, keep_border: bool) -> np.ndarray:
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+        small = stats[:, cv2.CC_STAT_AREA] < min_area
+        small[0] = False
+        if keep_border:
+            x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+            w, h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+            small &= ~((x == 0) | (y == 0) | (x + w == m.shape[1]) | (y + h == m.shape[0]))
+        return m & ~small[labels]
+    return ~drop(~drop(mask, False), True)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_clean_specks_on_the_mask_box_equals_the_whole_frame_definition(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(20, 90, size=2)
+    mask = np.zeros((h, w), bool)
+    y0, x0 = rng.integers(0, h - 3), rng.integers(0, w - 3)  # a box anywhere, edges included
+    y1, x1 = rng.integers(y0 + 1, h + 1), rng.integers(x0 + 1, w + 1)
+    mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < rng.uniform(0.3, 0.9)
+    for min_area in (2, 5, 40):
+        assert np.array_equal(clean_specks(mask, min_area), _clean_specks_whole_frame(mask, min_area))
+    assert not clean_specks(np.zeros((h, w), bool), 5).any()
+
+
 def test_fit_moves_outlines_onto_photo_edges_within_the_band(room):
     rgb, masks, coarse = room
     band = band_px(rgb.shape)
