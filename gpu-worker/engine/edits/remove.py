@@ -51,17 +51,22 @@ class PatchInpainter:
             return rgb.copy()
         if hole.all():  # nothing to copy from
             return np.broadcast_to(rgb.reshape(-1, 3).mean(axis=0).astype(np.uint8), rgb.shape).copy()
-        h, w = hole.shape
         img = rgb.astype(np.float32) / 255.0
+        work, work_hole = self.reduce(img, hole)
+        filled, off_y, off_x, shift = self._fill(work, work_hole)
+        return self._synthesise(rgb, img, hole, filled, work_hole, off_y, off_x, shift)
+
+    def reduce(self, img: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The window (float32 0..1) and its hole at the work resolution (unchanged when the
+        window is no larger). The search that follows is discrete: another path that wants the
+        same fill must start from these very values."""
+        h, w = hole.shape
         scale = max(1.0, max(h, w) / self.work_side)
         size = (max(1, round(w / scale)), max(1, round(h / scale)))
         if size == (w, h):
-            work, work_hole = img, hole
-        else:
-            work = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            work_hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
-        filled, off_y, off_x, shift = self._fill(work, work_hole)
-        return self._synthesise(rgb, img, hole, filled, work_hole, off_y, off_x, shift)
+            return img, hole
+        return (cv2.resize(img, size, interpolation=cv2.INTER_AREA),
+                cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0)
 
     def _fill(self, img: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Exemplar fill at work resolution: the filled image, each pixel's source offset and brightness shift."""

@@ -1,8 +1,9 @@
 """Remove's fill (engine/edits/remove.py) with its full-resolution work on a torch device.
 
 ``PatchInpainter`` fills the hole at a reduced resolution (long side 256), patch by patch; that
-search is sequential and small, and stays on the host. What scales with the photo runs on the
-device: the area reduction to the work resolution, and the synthesis at full resolution (every
+search is sequential and small, and stays on the host, as does the area reduction it starts
+from (the window's uint8 pixels go to the host once, so the search sees the numpy path's very
+values). What scales with the photo runs on the device: the synthesis at full resolution (every
 hole pixel copies the pixel its patch's source points to, corrected by the work-resolution
 fill's low frequencies). Any other inpainter runs as it is, on the window brought to the host.
 """
@@ -65,18 +66,14 @@ def patch_fill(inpainter: PatchInpainter) -> DeviceFill:
         if bool(hole.all()):
             mean = rgb.reshape(-1, 3).double().mean(0).to(torch.uint8)
             return mean.expand_as(rgb).clone()
-        h, w = hole.shape
         img = rgb.float() / 255.0
-        scale = max(1.0, max(h, w) / inpainter.work_side)
-        size = (max(1, round(w / scale)), max(1, round(h / scale)))
-        scaled = size != (w, h)
-        if scaled:
-            work = area_resize(img, (size[1], size[0]))
-            work_hole = area_resize(hole.float(), (size[1], size[0])) > 0
-        else:
-            work, work_hole = img, hole
-        filled, off_y, off_x, shift = inpainter._fill(work.cpu().numpy(), work_hole.cpu().numpy())
-        return _synthesise(rgb, img, hole, filled, work_hole, off_y, off_x, shift, scaled)
+        # the reduction on the host, from the same uint8 window: the exemplar search is discrete,
+        # and a reduction that differs in the last float bit can pick another patch
+        work, work_hole = inpainter.reduce(rgb.cpu().numpy().astype(np.float32) / 255.0, hole.cpu().numpy())
+        scaled = work_hole.shape != tuple(hole.shape)
+        filled, off_y, off_x, shift = inpainter._fill(work, work_hole)
+        work_hole_t = torch.from_numpy(np.ascontiguousarray(work_hole)).to(rgb.device)
+        return _synthesise(rgb, img, hole, filled, work_hole_t, off_y, off_x, shift, scaled)
 
     return fill
 
