@@ -31,39 +31,28 @@ which bounds GPU memory; a single photo is never split, so one vision pass per p
 from __future__ import annotations
 
 import logging
-import math
-import os
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import Sam3Model, Sam3Processor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
+from engine.checkpoint import FETCH_COMMAND, is_hub_id, resolve_checkpoint
 from engine.dedupe import merge_duplicates
 from engine.device_faults import is_device_failure
 from engine.errors import DeviceFailure, GpuOutOfMemory, SegmentationError, SegmentationUnavailable
+from engine.mask_refine import luma, mask_boxes, refine_masks
 from engine.segmenter import ConceptMasks, Instance, Segmentation, SegmenterBase, SegmentRequest
 from engine.settings import Settings
 from presets import Concept
 
 log = logging.getLogger("worker.sam3")
 
-FETCH_COMMAND = "python -m scripts.fetch_weights"
-# What a transformers SAM3 checkpoint needs; the hub repo also holds the original .pt weights.
-WEIGHT_FILE_PATTERNS = ["*.json", "*.safetensors", "*.txt"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-MASK_THRESHOLD = 0.5  # on the refined mask probability, as in SAM3's own post-processing
-LOGIT_CLAMP = 12.0  # mask logits beyond this are certain either way
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -99,7 +88,7 @@ def load_sam3_segmenter(settings: Settings, *, warmup: bool = True) -> Sam3Segme
     log.info(
         "sam3.loaded",
         extra={
-            "model": settings.sam3_model if _is_hub_id(settings.sam3_model) else "local folder",
+            "model": settings.sam3_model if is_hub_id(settings.sam3_model) else "local folder",
             "device": device_name(device),
             "dtype": str(dtype).removeprefix("torch."),
             "load_s": round(load_s, 3),
@@ -126,54 +115,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
-
-
-def resolve_checkpoint(settings: Settings) -> Path:
-    """The local folder holding the checkpoint: ``SAM3_MODEL`` itself, or its hub snapshot."""
-    source = settings.sam3_model.strip()
-    local = Path(source).expanduser()
-    if local.is_dir():
-        return local
-    if not _is_hub_id(source):
-        raise SegmentationUnavailable(
-            "SAM3 weights are not available: SAM3_MODEL names a folder that does not exist; point it at "
-            f"a checkpoint folder, or at a hub id and run `{FETCH_COMMAND}` to fetch it into MODEL_CACHE_DIR"
-        )
-    return _hub_snapshot(source, settings)
-
-
-def _is_hub_id(source: str) -> bool:
-    return bool(_HUB_ID.match(source)) and not source.startswith((".", "~"))
-
-
-def _offline() -> bool:
-    flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return any(flag.strip().lower() in {"1", "true", "yes", "on"} for flag in flags)
-
-
-def _hub_snapshot(repo_id: str, settings: Settings) -> Path:
-    """Find ``repo_id`` in MODEL_CACHE_DIR; download it there only when not offline."""
-    from huggingface_hub import snapshot_download
-
-    token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    kwargs = {"repo_id": repo_id, "cache_dir": str(settings.model_cache_dir), "token": token,
-              "allow_patterns": WEIGHT_FILE_PATTERNS}
-    try:
-        return Path(snapshot_download(**kwargs, local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - not in the cache (or the cache is unreadable)
-        if _offline():
-            raise SegmentationUnavailable(_not_fetched(repo_id)) from exc
-    try:
-        return Path(snapshot_download(**kwargs))
-    except Exception as exc:  # noqa: BLE001 - network, gated repo, bad token, disk
-        raise SegmentationUnavailable(_not_fetched(repo_id)) from exc
-
-
-def _not_fetched(repo_id: str) -> str:
-    return (
-        f"SAM3 weights are not available: SAM3_MODEL '{repo_id}' is not in MODEL_CACHE_DIR and could not "
-        f"be downloaded; run `{FETCH_COMMAND}` (with HF_TOKEN set and the model licence accepted on the hub)"
-    )
 
 
 # -- the segmenter -----------------------------------------------------------------------------
@@ -441,137 +382,3 @@ def _repeat_rows(tensor: torch.Tensor, times: int) -> torch.Tensor:
     if tensor.shape[0] == 1:
         return tensor.expand(times, *tensor.shape[1:])
     return tensor.repeat_interleave(times, dim=0)
-
-
-# -- mask refinement ---------------------------------------------------------------------------
-
-
-def luma(image: torch.Tensor) -> torch.Tensor:
-    """uint8 3 x H x W RGB -> float32 H x W in [0, 1] (Rec. 601 luma), the guide image.
-    One channel at a time: a float copy of the whole photo would be 12 bytes a pixel."""
-    red, green, blue = image.unbind(0)
-    out = red.float().mul_(0.299 / 255.0)
-    out.add_(green.float().mul_(0.587 / 255.0))
-    return out.add_(blue.float().mul_(0.114 / 255.0))
-
-
-def refine_masks(
-    mask_logits: torch.Tensor,
-    guide: torch.Tensor,
-    *,
-    work_side: int = 1024,
-    radius_cells: float = 2.0,
-    eps: float = 1e-3,
-    pixel_budget: int = 16_000_000,
-) -> torch.Tensor:
-    """Low-resolution mask logits (N, h, w) -> boolean masks (N, H, W) whose edges follow ``guide``.
-
-    ``guide`` is the photo's brightness (H, W) in [0, 1]. Two candidates are blended per pixel:
-
-    - plain: the logits upsampled bilinearly (SAM3's own post-processing), and
-    - snapped: a guided filter (He et al.) of that mask, which fits it in every window as a
-      linear function of the photo's brightness, so a mask edge near a photo edge moves onto it.
-
-    The blend weight is the photo's local structure, var / (var + eps), box-averaged: where the
-    photo has an edge the snapped mask wins; where it is flat the plain mask is kept, so thin
-    masks (grout, frames) are not blurred away. The window radius covers ``radius_cells`` cells
-    of SAM3's mask grid, about the error of its edges. Statistics are computed at a working
-    resolution (longest side ``work_side``) and their coefficients upsampled bilinearly (the
-    "fast guided filter"), so full resolution costs a few multiply-adds per pixel. Masks are
-    processed in chunks of at most ``pixel_budget`` output pixels to bound memory.
-    """
-    count, (height, width) = mask_logits.shape[0], guide.shape
-    if count == 0:
-        return torch.zeros((0, height, width), dtype=torch.bool, device=guide.device)
-    full = (height, width)
-    scale = min(1.0, work_side / max(height, width))
-    work = (max(1, round(height * scale)), max(1, round(width * scale)))
-    guide_full = guide[None, None].float()
-    guide_work = F.interpolate(guide_full, size=work, mode="area") if work != full else guide_full
-    radius = max(1, math.ceil(radius_cells * max(work) / max(mask_logits.shape[-2:])))
-
-    def box(x: torch.Tensor) -> torch.Tensor:
-        return box_mean(x, radius)
-
-    def to_full(x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=full, mode="bilinear", align_corners=False) if work != full else x
-
-    def to_full_probability(logits: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(logits, size=full, mode="bilinear", align_corners=False).sigmoid()
-
-    mean_i = box(guide_work)
-    var_i = box(guide_work * guide_work) - mean_i * mean_i
-    structure = to_full(box(var_i / (var_i + eps)))  # 0 where the photo is flat, ~1 at its edges
-    chunk = max(1, pixel_budget // (height * width))
-    out = []
-    for start in range(0, count, chunk):
-        # Clamped: probabilities that far from 0.5 change nothing, and on CPUs the tiny values
-        # a sigmoid of large logits gives (denormal floats) make every later op many times slower.
-        logits = mask_logits[start : start + chunk, None].float().clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
-        prob_work = F.interpolate(logits, size=work, mode="bilinear", align_corners=False).sigmoid()
-        mean_p = box(prob_work)
-        a = (box(guide_work * prob_work) - mean_i * mean_p) / (var_i + eps)
-        b = mean_p - a * mean_i
-        snapped = to_full(box(a)).mul_(guide_full).add_(to_full(box(b)))  # in place: full-size floats add up
-        plain = to_full_probability(logits) if work != full else prob_work
-        out.append(plain.lerp_(snapped, structure)[:, 0] > MASK_THRESHOLD)
-    return torch.cat(out)
-
-
-def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean of ``x`` (N, C, H, W) over each (2r+1)^2 window clipped to the image, in O(1) per pixel
-    (running sums along each axis; exact enough in float32 at the working resolution)."""
-    if x.device.type == "cpu":
-        return _box_mean_cv2(x, radius)
-    return box_mean_running_sums(x, radius)
-
-
-def box_mean_running_sums(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """``box_mean`` on any device (used on the GPU), from running sums along each axis."""
-    return _box_mean_1d(_box_mean_1d(x, radius, -1), radius, -2)
-
-
-def _box_mean_cv2(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """The same on the host through OpenCV's box filter, about ten times faster there than
-    running sums in torch. Zero padding divided by the window's in-image share = clipped mean."""
-    size = (2 * radius + 1, 2 * radius + 1)
-    planes = x.detach().float().contiguous().numpy().reshape(-1, *x.shape[-2:])
-
-    def window_mean(plane: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(plane, -1, size, normalize=True, borderType=cv2.BORDER_CONSTANT)
-
-    share = window_mean(np.ones(x.shape[-2:], np.float32))
-    out = np.stack([window_mean(plane) for plane in planes]) / share
-    return torch.from_numpy(out.reshape(x.shape)).to(x.dtype)
-
-
-def _box_mean_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    """Window means along ``dim`` (-1 or -2) of a 4-D tensor, from running sums.
-
-    With S[k] = sum of x[:k], the window around i sums S[min(i + r + 1, n)] - S[max(i - r, 0)].
-    Padding the running sums with r + 1 zeros in front and r copies of the total behind turns
-    both clamped lookups into two shifted slices of one tensor.
-    """
-    size = x.shape[dim]
-    running = x.cumsum(dim)
-    if dim == -1:
-        front, back = (radius + 1, 0, 0, 0), (0, radius, 0, 0)
-    else:
-        front, back = (0, 0, radius + 1, 0), (0, 0, 0, radius)
-    padded = F.pad(F.pad(running, front), back, mode="replicate")
-    sums = padded.narrow(dim, 2 * radius + 1, size) - padded.narrow(dim, 0, size)
-    pos = torch.arange(size, device=x.device)
-    counts = ((pos + radius + 1).clamp(max=size) - (pos - radius).clamp(min=0)).to(x.dtype)
-    return sums / (counts if dim == -1 else counts[:, None])
-
-
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) int64 boxes x0, y0, x1, y1 (exclusive); empty masks give zeros."""
-    if masks.shape[0] == 0:
-        return torch.zeros((0, 4), dtype=torch.long, device=masks.device)
-    height, width = masks.shape[-2:]
-    rows, cols = masks.any(2).to(torch.uint8), masks.any(1).to(torch.uint8)
-    y0, x0 = rows.argmax(1), cols.argmax(1)
-    y1, x1 = height - rows.flip(1).argmax(1), width - cols.flip(1).argmax(1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1)
-    return torch.where(rows.any(1, keepdim=True).bool(), boxes, torch.zeros_like(boxes))

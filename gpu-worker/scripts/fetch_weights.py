@@ -24,7 +24,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 
-from engine.sam3 import WEIGHT_FILE_PATTERNS
+from engine.checkpoint import WEIGHT_FILE_PATTERNS
 from engine.settings import Settings
 
 

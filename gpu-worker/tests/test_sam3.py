@@ -21,8 +21,9 @@ from hypothesis.extra.numpy import arrays
 from engine.dedupe import merge_duplicates
 from engine.errors import GpuOutOfMemory, SegmentationError, SegmentationUnavailable
 from engine.sam3 import (
-    Sam3Segmenter, box_mean, box_mean_running_sums, load_sam3_segmenter, luma, mask_boxes, refine_masks,
+    Sam3Segmenter, load_sam3_segmenter,
 )
+from engine.mask_refine import box_mean, box_mean_running_sums, luma, mask_boxes, refine_masks
 from engine.segmenter import Instance, SegmentRequest, bbox_of
 from engine.settings import Settings
 from presets import Concept
