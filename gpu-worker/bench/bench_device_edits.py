@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_e2e import blob_masks, make_photos, prompts_of, reset_peak_rss, status_mb
+from bench.bench_e2e import make_photos, prompts_of
+from bench.devices import blob_masks
+from bench.measure import reset_peak_rss, status_mb
 
 PACKAGE = Path(__file__).resolve().parent.parent
 

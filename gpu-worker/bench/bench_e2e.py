@@ -30,7 +30,6 @@ a machine without a GPU. 156 ms is the H100's measured model-only time per 12 MP
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
@@ -43,6 +42,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench.devices import BusyClock, SimulatedDevice, load_segmenter
+from bench.measure import cpu_seconds, reset_peak_rss, status_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -279,6 +281,8 @@ def child(args: argparse.Namespace) -> dict:
     elif args.child.startswith("pipeline"):
         result = asyncio.run(bench_pipeline(segmenter, settings, args))
     else:
+        from bench.naive import bench_naive  # imports this module: only in the naive child
+
         result = bench_naive(segmenter, settings, args)
     result["cpu_s_per_photo"] = (cpu_seconds() - cpu_before) / args.photos
     result["device"] = device
@@ -290,116 +294,6 @@ def child(args: argparse.Namespace) -> dict:
     if torch.cuda.is_available():
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
-
-
-def cpu_seconds() -> float:
-    """Host CPU time (user + system, all threads) this process has used."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def status_mb(field: str) -> float:
-    """A ``/proc/self/status`` memory figure (VmRSS, VmHWM) in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
-def reset_peak_rss() -> float:
-    """Resets the process's peak RSS (VmHWM) to its current RSS, so the job's peak excludes the
-    model set-up (building full-size random weights on the host in float32 alone takes 3.4 GB).
-    Returns the RSS after set-up in MB, or 0 where Linux's clear_refs is not available."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return status_mb("VmRSS")
-    except OSError:
-        return 0.0
-
-
-def load_segmenter(args: argparse.Namespace, settings):
-    from engine.sam3 import Sam3Segmenter, device_name, load_sam3_segmenter, pick_device
-
-    if args.checkpoint == "simulated":
-        return SimulatedDevice(args.device_ms / 1000, args.device_shared,
-                               args.sim_coverage if args.sim_masks == "blobs" else 0.0)
-    if args.checkpoint != "full-random":
-        segmenter = load_sam3_segmenter(settings)
-    else:
-        import torch
-        from transformers import Sam3Config, Sam3Model, Sam3Processor
-        from tests.sam3_tiny import save_tiny_sam3
-
-        device = pick_device(None)
-        model = Sam3Model(Sam3Config()).to(device, torch.bfloat16).eval()
-        with tempfile.TemporaryDirectory() as tmp:  # tokenizer only; the image processor at full size
-            processor = Sam3Processor.from_pretrained(save_tiny_sam3(Path(tmp)))
-        processor.image_processor.size = {"height": 1008, "width": 1008}
-        segmenter = Sam3Segmenter(model, processor, device)
-        segmenter.warm_up()
-    segmenter.device_label = device_name(segmenter.device)
-    if args.keep_top:
-        segmenter.max_instances = args.keep_top
-        return KeepTop(segmenter)
-    return segmenter
-
-
-class SimulatedDevice:
-    """A segmenter that costs a device's time and no host CPU: each call sleeps ``seconds`` per
-    photo (releasing the GIL, as a CUDA wait does) and finds nothing, or, with ``coverage``, a
-    blob over that share of the frame per concept (made once per photo size, outside the timing,
-    as a device would make them)."""
-
-    def __init__(self, seconds: float, shared: float, coverage: float = 0.0) -> None:
-        self.seconds, self.shared, self.coverage = seconds, shared, coverage
-        self.device_label = f"simulated device, {seconds * 1000:g} ms a photo ({shared:.0%} of it batch-wide)"
-        self._found: dict[tuple, dict] = {}
-
-    def segment(self, requests, concepts):
-        return list(self.segment_each(requests, concepts))
-
-    def segment_each(self, requests, concepts):
-        time.sleep(self.seconds * self.shared * len(requests))  # the batch's vision and prompt passes
-        for r in requests:  # then, as SAM3 does, one photo's masks at a time (refinement, transfer)
-            time.sleep(self.seconds * (1 - self.shared))
-            yield self.found(r.image.shape[:2], concepts)
-
-    def found(self, shape: tuple[int, int], concepts) -> dict:
-        key = (shape, tuple(c.name for c in concepts))
-        if key not in self._found:
-            self._found[key] = {c.name: blob_masks(c, shape, self.coverage, seed=i) for i, c in enumerate(concepts)}
-        return self._found[key]
-
-
-def blob_masks(concept, shape: tuple[int, int], coverage: float, seed: int):
-    """A smooth random blob (low-frequency noise above its quantile) over ``coverage`` of the
-    frame, split into instances as the segmenter would list them."""
-    import cv2
-
-    from engine.segmenter import ConceptMasks, instances_from_union
-
-    if coverage <= 0:
-        return ConceptMasks(concept.name, np.zeros(shape, bool))
-    noise = np.random.default_rng(seed).standard_normal((6, 8)).astype(np.float32)
-    field = cv2.resize(noise, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
-    union = field > np.quantile(field[::16, ::16], 1.0 - coverage)
-    return ConceptMasks(concept.name, union, instances_from_union(union, concept.multi_instance))
-
-
-class KeepTop:
-    """The segmenter with every concept's threshold at 0, so each prompt keeps its
-    ``max_instances`` best detections whatever random weights score."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.device, self.device_label = inner, inner.device, inner.device_label
-
-    def segment(self, requests, concepts):
-        return list(self.segment_each(requests, concepts))
-
-    def segment_each(self, requests, concepts):
-        from dataclasses import replace
-
-        return self.inner.segment_each(requests, [replace(c, threshold=0.0) for c in concepts])
 
 
 def prompts_of():
@@ -439,109 +333,6 @@ async def bench_pipeline(segmenter, settings, args) -> dict:
     assert result["status"] == "completed", result
     return {"wall_s": wall, "photos_per_s": args.photos / wall, "stages": pipeline.stages.seconds,
             "device_busy": timed.busy_s / wall}
-
-
-class BusyClock:
-    """The segmenter, timing its calls: the share of the job's wall time the device was at work
-    (a call runs from its start until its last photo is handed over)."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.busy_s = inner, 0.0
-
-    def segment(self, requests, concepts):
-        return list(self.segment_each(requests, concepts))
-
-    def segment_each(self, requests, concepts):
-        started = time.perf_counter()
-        try:
-            each = getattr(self.inner, "segment_each", None)
-            yield from each(requests, concepts) if each else self.inner.segment(requests, concepts)
-        finally:
-            self.busy_s += time.perf_counter() - started
-
-
-def bench_naive(segmenter, settings, args) -> dict:
-    """One photo after another, each stage done the straightforward way."""
-    import boto3
-    import httpx
-    from PIL import Image, ImageOps
-
-    from engine.callback import authorization_header, encode_body
-    from engine.logs import StageClock
-    from engine.pipeline import edits_for
-
-    plan, concepts = prompts_of()
-    spec = job("job_naive", args.photos, args.receiver, 1)
-    s3 = boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1",
-                      aws_access_key_id=KEY_ID, aws_secret_access_key=KEY_SECRET)
-    clock = StageClock()
-    started = time.perf_counter()
-    with httpx.Client() as http:
-        for item in spec["items"]:
-            with clock.timed("download"):
-                data = s3.get_object(Bucket=BUCKET, Key=item["input_key"])["Body"].read()
-            with clock.timed("decode"):
-                rgb = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
-            with clock.timed("segment"):
-                masks = naive_segment(segmenter, rgb, concepts)
-            with clock.timed("apply"):
-                edits, protect = edits_for(plan, masks)
-                result = naive_apply(rgb, edits, protect)
-            with clock.timed("encode"):
-                png, thumb = io.BytesIO(), io.BytesIO()
-                Image.fromarray(result).save(png, format="PNG", optimize=True)
-                small = Image.fromarray(result)
-                small.thumbnail((300, 300))
-                small.save(thumb, format="JPEG", quality=85)
-            with clock.timed("upload"):
-                s3.put_object(Bucket=BUCKET, Key=item["output_key"], Body=png.getvalue(), ContentType="image/png")
-                s3.put_object(Bucket=BUCKET, Key=item["preview_key"], Body=thumb.getvalue(), ContentType="image/jpeg")
-            with clock.timed("callback"):
-                key = f"job_naive:{item['idx']}:0"
-                body = encode_body({"job_id": "job_naive", "idx": item["idx"], "status": "done",
-                                    "output_key": item["output_key"], "preview_key": item["preview_key"],
-                                    "mask_keys": {}, "instances_key": None, "error": None, "error_code": None,
-                                    "idempotency_key": key})
-                http.post(spec["callback_url"], content=body, headers={
-                    "Content-Type": "application/json", "Idempotency-Key": key,
-                    "Authorization": authorization_header(CALLBACK_SECRET, body)}).raise_for_status()
-    wall = time.perf_counter() - started
-    return {"wall_s": wall, "photos_per_s": args.photos / wall, "stages": clock.seconds}
-
-
-def naive_segment(segmenter, rgb: np.ndarray, concepts) -> dict:
-    """The transformers docs' usage: processor + full model forward + post-processing, per prompt."""
-    import torch
-    from PIL import Image
-
-    from engine.segmenter import ConceptMasks, instances_from_union
-
-    model, processor = segmenter.model, segmenter.processor
-    image = Image.fromarray(rgb)
-    masks = {}
-    for concept in concepts:
-        with torch.inference_mode():
-            inputs = processor(images=image, text=concept.prompt, return_tensors="pt").to(segmenter.device)
-            inputs["pixel_values"] = inputs["pixel_values"].to(segmenter.dtype)
-            outputs = model(**inputs)
-            found = processor.post_process_instance_segmentation(
-                outputs, threshold=concept.threshold, mask_threshold=0.5,
-                target_sizes=inputs.get("original_sizes").tolist())[0]
-        union = found["masks"].bool().any(0).cpu().numpy() if len(found["masks"]) else np.zeros(rgb.shape[:2], bool)
-        masks[concept.name] = ConceptMasks(concept.name, union, instances_from_union(union, concept.multi_instance))
-    return masks
-
-
-def naive_apply(rgb: np.ndarray, edits, protect) -> np.ndarray:
-    """Full-frame float64 edits, one after another (bench_apply's naive version of each edit)."""
-    from bench.bench_apply import naive_apply as naive_edit
-
-    protect = np.zeros(rgb.shape[:2], bool) if protect is None else protect
-    out = rgb
-    for edit in edits:
-        if (edit.mask & ~protect).any():
-            out = naive_edit(out, edit, protect)
-    return out
 
 
 if __name__ == "__main__":

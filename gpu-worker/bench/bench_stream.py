@@ -33,8 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_e2e import (BUCKET, CALLBACK_SECRET, KEY_ID, KEY_SECRET, MALLOC_ENV, ROOT, BusyClock, cpu_seconds,
-                             job, load_segmenter, make_photos, reset_peak_rss, run_child, status_mb)
+from bench.bench_e2e import BUCKET, CALLBACK_SECRET, KEY_ID, KEY_SECRET, MALLOC_ENV, ROOT, job, make_photos, run_child
+from bench.devices import BusyClock, load_segmenter
+from bench.measure import cpu_seconds, reset_peak_rss, status_mb
 
 RESULT_MARK = "bench_stream_result "
 

@@ -11,7 +11,7 @@ A concept's mask is the set of pixels whose sub-pixel coverage by that concept i
 so edges in the photo are anti-aliased the way a camera's are while the masks stay exact.
 
     rgb, masks = render_room(1600, 1200, seed=0)       # masks["Wall"], masks["Floor"], ...
-    rgb, masks = render_product(800, 800, seed=0)      # masks["Product"], masks["Logo"], ...
+    rgb, masks = render_product(800, 800, seed=0)      # devtools.product_scene: masks["Product"], ...
 
 ``render_room(..., furniture=False)`` renders the same room (same seed) without its furniture,
 which is the ground truth a removal can be compared with.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-SUPERSAMPLE = 2
+from devtools.render import SUPERSAMPLE, Box, NoiseField, _coverage_masks, _finish, _lin, _ray_box
 
 # Surface labels of the room; concepts are unions of these.
 CEILING, WALL, FLOOR, TILE, GROUT, GLASS, GLASS_HL, WINDOW_FRAME, DOOR, DOOR_FRAME, MOLDING = range(11)
@@ -44,110 +44,6 @@ ROOM_CONCEPTS: dict[str, tuple[int, ...]] = {
 
 WALL_PAINTS = [(214, 205, 188), (196, 204, 207), (222, 214, 196), (188, 196, 178), (226, 222, 214)]
 FABRICS = [(92, 104, 122), (130, 126, 118), (84, 110, 96), (150, 112, 92), (70, 72, 80)]
-
-
-# -- small helpers -----------------------------------------------------------------------------
-
-
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    c = np.asarray(c, dtype=np.float32)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(c: np.ndarray) -> np.ndarray:
-    c = np.clip(c, 0, 1)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1 / 2.4) - 0.055).astype(np.float32)
-
-
-def _lin(rgb: tuple[int, int, int]) -> np.ndarray:
-    return srgb_to_linear(np.asarray(rgb, np.float32) / 255.0)
-
-
-class NoiseField:
-    """Smooth tileable value noise, sampled at arbitrary (u, v) with bilinear interpolation."""
-
-    def __init__(self, rng: np.random.Generator, size: int = 256, smooth: float = 2.0) -> None:
-        grid = rng.standard_normal((size, size)).astype(np.float32)
-        # blur a 3 x 3 tiling and keep the centre so that the field wraps seamlessly
-        grid = cv2.GaussianBlur(np.tile(grid, (3, 3)), (0, 0), smooth)[size:2 * size, size:2 * size]
-        self.grid = grid / grid.std()
-        self.size = size
-
-    def __call__(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        mu = np.mod(u, self.size).astype(np.float32)
-        mv = np.mod(v, self.size).astype(np.float32)
-        flat_u, flat_v = mu.reshape(1, -1), mv.reshape(1, -1)
-        out = np.empty(flat_u.shape, np.float32)
-        # cv2.remap caps the map width at 32767, so sample in chunks
-        step = 32000
-        for i in range(0, flat_u.shape[1], step):
-            out[:, i:i + step] = cv2.remap(self.grid, flat_u[:, i:i + step], flat_v[:, i:i + step],
-                                           cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
-        return out.reshape(u.shape)
-
-    def fbm(self, u: np.ndarray, v: np.ndarray, octaves: int = 4) -> np.ndarray:
-        total = np.zeros(np.shape(u), np.float32)
-        amp, norm = 1.0, 0.0
-        for o in range(octaves):
-            total += amp * self(u * 2**o + 17.3 * o, v * 2**o + 31.7 * o)
-            norm += amp**2
-            amp *= 0.5
-        return total / np.sqrt(norm)
-
-
-@dataclass(frozen=True)
-class Box:
-    lo: tuple[float, float, float]
-    hi: tuple[float, float, float]
-    label: int
-    colour: tuple[int, int, int]
-    grain: float  # amplitude of the surface's fine texture
-
-
-def _ray_box(ox, oy, oz, dx, dy, dz, box: Box) -> tuple[np.ndarray, np.ndarray]:
-    """Entry distance along each ray (inf where missed) and the hit face's axis (0, 1, 2)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tn = np.full(np.shape(dx), -np.inf, np.float32)
-        tf = np.full(np.shape(dx), np.inf, np.float32)
-        axis = np.zeros(np.shape(dx), np.int8)
-        for a, (o, d) in enumerate(((ox, dx), (oy, dy), (oz, dz))):
-            inv = 1.0 / d
-            t1 = (box.lo[a] - o) * inv
-            t2 = (box.hi[a] - o) * inv
-            near = np.minimum(t1, t2)
-            far = np.maximum(t1, t2)
-            # a ray parallel to the slab misses unless it lies inside it
-            near = np.where(np.isnan(near), -np.inf, near)
-            far = np.where(np.isnan(far), np.inf, far)
-            axis = np.where(near > tn, a, axis).astype(np.int8)
-            tn = np.maximum(tn, near)
-            tf = np.minimum(tf, far)
-    hit = (tn <= tf) & (tn > 1e-4)
-    return np.where(hit, tn, np.inf).astype(np.float32), axis
-
-
-def _coverage_masks(labels: np.ndarray, groups: dict[str, tuple[int, ...]], ss: int) -> dict[str, np.ndarray]:
-    h, w = labels.shape[0] // ss, labels.shape[1] // ss
-    masks = {}
-    for name, members in groups.items():
-        inside = np.isin(labels, members).reshape(h, ss, w, ss)
-        masks[name] = inside.sum(axis=(1, 3)) * 2 >= ss * ss
-    return masks
-
-
-def _finish(radiance: np.ndarray, ss: int, rng: np.random.Generator, exposure_ref: float) -> np.ndarray:
-    """Filmic tone curve, sRGB, box-filter the sub-pixels, then sensor noise and quantisation."""
-    k = 0.55 / max(exposure_ref, 1e-6)
-    toned = 1.0 - np.exp(-k * radiance)
-    srgb = linear_to_srgb(toned)
-    h, w = srgb.shape[0] // ss, srgb.shape[1] // ss
-    img = srgb.reshape(h, ss, w, ss, 3).mean(axis=(1, 3))
-    # shot noise grows with signal, read noise does not; a little chroma noise as in real sensors
-    sigma = (0.8 + 2.2 * np.sqrt(img.mean(axis=2, keepdims=True))) / 255.0
-    lum_noise = rng.standard_normal((h, w, 1)).astype(np.float32)
-    chroma_noise = rng.standard_normal((h, w, 3)).astype(np.float32) * 0.35
-    img = img + sigma * (lum_noise + chroma_noise)
-    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 # -- the room ----------------------------------------------------------------------------------
@@ -437,88 +333,4 @@ def render_room(width: int, height: int, seed: int, furniture: bool = True) -> t
     groups = dict(ROOM_CONCEPTS)
     groups["Furniture"] = tuple(FURNITURE0 + k for k in range(3))
     masks = _coverage_masks(labels, groups, ss)
-    return img, masks
-
-
-# -- the product shot --------------------------------------------------------------------------
-
-
-def render_product(width: int, height: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A bottle-shaped product with a label, a logo and text on a seamless studio backdrop.
-
-    Masks for the seller preset: Product (the whole object, label, logo and text included),
-    Background, Shadow (the soft contact shadow on the backdrop), Label, Logo, Text.
-    """
-    rng = np.random.default_rng(seed)
-    ss = SUPERSAMPLE
-    hs, ws = height * ss, width * ss
-    yy, xx = np.mgrid[0:hs, 0:ws].astype(np.float32)
-    xn, yn = (xx + 0.5) / ws, (yy + 0.5) / hs
-    noise = NoiseField(np.random.default_rng(seed + 7))
-
-    # Backdrop: paper curving from wall to floor, lit from the upper left.
-    bg_col = _lin(((230, 226, 218), (214, 222, 230), (226, 226, 226))[int(rng.integers(3))])
-    light = 0.75 + 0.35 * (1 - xn) * 0.6 + 0.25 * (1 - yn) - 0.25 * ((xn - 0.4) ** 2 + (yn - 0.45) ** 2)
-    radiance = bg_col * (light * (1 + 0.01 * noise.fbm(xn * 40, yn * 40)))[..., None]
-
-    # Bottle silhouette: body, shoulder and neck, centred with a little jitter.
-    cxn = 0.5 + rng.uniform(-0.04, 0.04)
-    base_y, top_y = 0.86, 0.16
-    body_r, neck_r = 0.17 * height / width, 0.055 * height / width
-    shoulder_y, neck_y = 0.42, 0.3
-    t = np.clip((yn - neck_y) / (shoulder_y - neck_y), 0, 1)
-    radius = np.where(yn > shoulder_y, body_r, neck_r + (body_r - neck_r) * (3 * t**2 - 2 * t**3))
-    # rounded bottom corners
-    corner = 0.03
-    radius = np.where(yn > base_y - corner,
-                      body_r - corner + np.sqrt(np.clip(corner**2 - (yn - (base_y - corner)) ** 2, 0, None)),
-                      radius)
-    product = (np.abs(xn - cxn) < radius) & (yn > top_y) & (yn < base_y)
-    cap = product & (yn < top_y + 0.07)
-
-    # Contact shadow on the floor part of the backdrop, offset away from the light.
-    sh_dx = (xn - cxn - 0.05) / (body_r * 1.6)
-    sh_dy = (yn - base_y - 0.005) / 0.035
-    shadow_density = np.exp(-(sh_dx**2 + sh_dy**2) * 1.2) * (yn > base_y - 0.02)
-    shadow = (shadow_density > 0.25) & ~product
-    radiance *= (1 - 0.6 * shadow_density)[..., None]
-
-    # Product shading: cylindrical lambert with a specular stripe.
-    rel = np.clip((xn - cxn) / np.maximum(radius, 1e-3), -1, 1)
-    nrm_x = rel
-    nrm_z = np.sqrt(1 - rel**2)
-    lambert = np.clip(-0.55 * nrm_x + 0.8 * nrm_z, 0, None)
-    prod_col = _lin(((48, 92, 70), (120, 40, 44), (40, 60, 110))[int(rng.integers(3))])
-    spec = np.exp(-((rel + 0.45) / 0.08) ** 2) * 1.4
-    shade = 0.15 + 0.95 * lambert
-    body = prod_col * shade[..., None] + spec[..., None]
-    cap_rad = _lin((40, 40, 42)) * shade[..., None] + 0.6 * spec[..., None]
-    radiance = np.where(product[..., None], body, radiance)
-    radiance = np.where(cap[..., None], cap_rad, radiance)
-
-    # Label band, a logo disc and a line of text on it.
-    label = product & (yn > 0.52) & (yn < 0.76) & (np.abs(rel) < 0.999)
-    radiance = np.where(label[..., None], _lin((240, 236, 226)) * shade[..., None] + 0.3 * spec[..., None], radiance)
-    logo = label & (((xn - cxn) / (height / width)) ** 2 + (yn - 0.585) ** 2 < 0.035**2)
-    radiance = np.where(logo[..., None], _lin((200, 60, 40)) * shade[..., None], radiance)
-    text_canvas = np.zeros((hs, ws), np.uint8)
-    words = ("NATURAL", "ORGANIC", "CLASSIC")[int(rng.integers(3))]
-    scale = 0.0016 * hs
-    (tw, th), _ = cv2.getTextSize(words, cv2.FONT_HERSHEY_DUPLEX, scale, max(1, int(scale * 2)))
-    cv2.putText(text_canvas, words, (int(cxn * ws - tw / 2), int(0.7 * hs)), cv2.FONT_HERSHEY_DUPLEX, scale, 255,
-                max(1, int(scale * 2)), lineType=cv2.LINE_8)
-    text = label & (text_canvas > 0)
-    radiance = np.where(text[..., None], _lin((30, 30, 34)) * shade[..., None], radiance)
-
-    img = _finish(radiance.astype(np.float32), ss, rng, float(np.median(radiance[~product].mean(axis=-1))) * 1.1)
-    labels = np.zeros((hs, ws), np.uint8)  # 0 background
-    labels[shadow] = 1
-    labels[product] = 2
-    labels[label] = 3
-    labels[logo] = 4
-    labels[text] = 5
-    masks = _coverage_masks(labels, {
-        "Background": (0, 1), "Shadow": (1,), "Product": (2, 3, 4, 5), "Label": (3, 4, 5),
-        "Logo": (4,), "Text": (5,),
-    }, ss)
     return img, masks

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from devtools.outline_quality import BAND_PX, outline_scores
-from devtools.scenes import render_product, render_room
+from devtools.product_scene import render_product
+from devtools.scenes import render_room
 from devtools.segmenter_like import segmenter_like
 from engine.applier import Edit, apply_edits_with
 from engine.edits.backend import NumpyBackend

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 from devtools.metrics import ciede2000, fill_texture_ratio, mean_colour_error, normalised_lightness_ssim, texture_energy
-from devtools.scenes import render_product, render_room
+from devtools.product_scene import render_product
+from devtools.scenes import render_room
 from engine.applier import Edit, apply_edits_with, max_reach_px
 from engine.edits import colour
 from engine.edits.backend import NumpyBackend

@@ -19,7 +19,8 @@ from devtools.metrics import (
     ssim_map,
     texture_energy,
 )
-from devtools.scenes import render_product, render_room
+from devtools.product_scene import render_product
+from devtools.scenes import render_room
 from engine.actions.recolor import Recolor
 from engine.actions.remove import Remove
 from engine.actions.tone import NAMED_TONES, Tone, ToneParams

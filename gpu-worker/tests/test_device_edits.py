@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from devtools.scenes import render_product, render_room
+from devtools.product_scene import render_product
+from devtools.scenes import render_room
 from engine.applier import Edit, apply_edits_with
 from engine.edits.device.editor import apply_on_device
 from engine.edits.device.fill import device_fill

@@ -6,10 +6,8 @@ faults in test_callback.py. README lists the whole matrix.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import logging
 import struct
 import zlib
 from dataclasses import dataclass

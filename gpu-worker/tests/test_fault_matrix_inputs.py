@@ -3,7 +3,6 @@ what its decode costs (16-bit greyscale), through the whole pipeline."""
 
 from __future__ import annotations
 
-import io
 import logging
 import tracemalloc
 

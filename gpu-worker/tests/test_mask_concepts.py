@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from devtools.scenes import render_product, render_room
+from devtools.product_scene import render_product
+from devtools.scenes import render_room
 from devtools.segmenter_like import SegmenterStyle, segmenter_like, segmenter_like_instances
 from engine.applier import Edit, apply_edits_with
 from engine.dedupe import merge_duplicates

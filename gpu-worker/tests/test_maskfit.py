@@ -13,7 +13,8 @@ from engine.rules import Recolor
 from presets.interior import PRESET as INTERIOR
 from presets.seller import PRESET as SELLER
 from scripts.mask_quality import ROOM_PROTECT, run_case
-from devtools.scenes import render_product, render_room
+from devtools.product_scene import render_product
+from devtools.scenes import render_room
 
 
 @pytest.fixture(scope="module")

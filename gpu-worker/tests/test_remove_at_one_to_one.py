@@ -3,7 +3,6 @@ structure (wall corner, baseboard, planks) against the room rendered without it.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from devtools.scenes import render_room
