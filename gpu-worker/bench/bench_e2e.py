@@ -116,6 +116,22 @@ def run_child(variant: str, args: argparse.Namespace, endpoint: str, receiver_ur
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def start_s3():
+    """moto's S3 server on loopback with the benchmark's bucket: (server, endpoint, client)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id=KEY_ID, aws_secret_access_key=KEY_SECRET)
+    s3.create_bucket(Bucket=BUCKET)
+    return server, endpoint, s3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=16)
@@ -148,21 +164,11 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     from engine.receiver import LoopbackReceiver
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     photos_dir = ROOT / "bench" / "out" / "photos"
     photos = make_photos(args.photos, args.megapixels, photos_dir)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id=KEY_ID, aws_secret_access_key=KEY_SECRET)
-    s3.create_bucket(Bucket=BUCKET)
+    server, endpoint, s3 = start_s3()
     results = {}
     with tempfile.TemporaryDirectory() as tmp, LoopbackReceiver(CALLBACK_SECRET) as receiver:
         checkpoint = {"full": "full-random", "simulated": "simulated"}.get(args.model, "")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import signal
@@ -33,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_e2e import BUCKET, CALLBACK_SECRET, KEY_ID, KEY_SECRET, MALLOC_ENV, ROOT, job, make_photos, run_child
+from bench.bench_e2e import (BUCKET, CALLBACK_SECRET, KEY_ID, KEY_SECRET, MALLOC_ENV, ROOT, job, make_photos,
+                             run_child, start_s3)
 from bench.devices import BusyClock, load_segmenter
 from bench.measure import cpu_seconds, reset_peak_rss, status_mb
 
@@ -71,21 +71,11 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     from engine.receiver import LoopbackReceiver
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     photos_dir = ROOT / "bench" / "out" / "photos"
     photos = make_photos(args.distinct_photos, args.megapixels, photos_dir)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id=KEY_ID, aws_secret_access_key=KEY_SECRET)
-    s3.create_bucket(Bucket=BUCKET)
+    server, endpoint, s3 = start_s3()
     rows: dict[str, dict] = {}
     with (tempfile.TemporaryDirectory() as tmp, LoopbackReceiver(CALLBACK_SECRET) as instant,
           LoopbackReceiver(CALLBACK_SECRET, answer_after_s=args.slow_receiver_s) as slow):
