@@ -33,6 +33,7 @@ from engine.errors import DeviceFailure, InputNotFound, InputTooLarge, JobParseE
 from engine.job import Item, check_item_keys, instances_key, mask_key, parse_envelope, parse_job, unwrap_event
 from engine.jobrun import ItemListener, JobRun, JobTracker, WriteGate
 from engine.logs import StageClock, Stopwatch, job_id_var
+from engine.png import blank_png
 from engine.phases import ItemPlace, Phase
 from engine.plan_masks import fit_masks
 from engine.postprocess import (DecodedImage, decode_image, decode_instances, decode_mask, encode_instances,
@@ -70,6 +71,20 @@ def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], n
         mask = masks[name].edit_mask
         protect = mask if protect is None else protect | mask
     return edits, protect
+
+
+def fit_holding_pixels(rgb: np.ndarray, masks: Segmentation, plan: Plan) -> tuple[Segmentation, set[str]]:
+    """``fit_masks`` over the masks that hold pixels, and the names of the empty ones. An empty
+    mask fits to itself (nothing to clean, no outline to move; its instances to none), so it is
+    passed over instead of costing full-frame passes; derived concepts and their sources always
+    go through ``fit_masks``, which builds them from each other."""
+    wanted = plan.concepts_to_find()
+    derived = {n for c in wanted if c.derived for n in (c.name, *c.derived.sources)}
+    empty = {name for name, found in masks.items() if name not in derived and not found.union.any()}
+    held = {name: found for name, found in masks.items() if name not in empty}
+    fitted = fit_masks(rgb, held, plan) if held else {}
+    return {c.name: fitted[c.name] if c.name in fitted else ConceptMasks(c.name, masks[c.name].union)
+            for c in wanted if c.name in fitted or c.name in empty}, empty
 
 
 @dataclass
@@ -239,11 +254,12 @@ class Pipeline:
                 masks = await self._segment(lease, image, item.input_key, plan.concepts_to_prompt())
             else:
                 masks = await self._load_masks(lease, planned, item.idx, image.size)
-            masks = await self._fit_masks(lease, plan, image, masks)
+            masks, empty = await self._fit_masks(lease, plan, image, masks)
             # The edit and the masks' encoding run side by side; the result is encoded after it.
-            edited = asyncio.create_task(self._edit(lease, plan, image, masks)) if recipe.renders else None
+            edited = asyncio.create_task(self._edit(lease, plan, image, masks, empty)) if recipe.renders else None
             try:
-                encoded = await self._encode_masks(lease, masks, image.size) if recipe.writes_masks else Encoded()
+                encoded = (await self._encode_masks(lease, masks, empty, image.size) if recipe.writes_masks
+                           else Encoded())
                 if edited is not None:
                     encoded.result, encoded.preview = await self._encode_result(lease, await edited, image)
             finally:
@@ -269,14 +285,19 @@ class Pipeline:
         with self.stages.timed("segment"):
             return await self.batcher.segment(SegmentRequest(image.rgb, image_id), concepts, lease)
 
-    async def _fit_masks(self, lease: Lease, plan: Plan, image: DecodedImage, masks: Segmentation) -> Segmentation:
-        def fit() -> Segmentation:
+    async def _fit_masks(self, lease: Lease, plan: Plan, image: DecodedImage,
+                         masks: Segmentation) -> tuple[Segmentation, set[str]]:
+        def fit() -> tuple[Segmentation, set[str]]:
             with self.stages.timed("fit_masks"):
-                return fit_masks(image.rgb, masks, plan)
+                return fit_holding_pixels(image.rgb, masks, plan)
 
         return await run_held(lease, fit)
 
-    async def _edit(self, lease: Lease, plan: Plan, image: DecodedImage, masks: Segmentation) -> np.ndarray:
+    async def _edit(self, lease: Lease, plan: Plan, image: DecodedImage, masks: Segmentation,
+                    empty: set[str]) -> np.ndarray:
+        if all(rule.concept in empty for rule in plan.rules):
+            return image.rgb  # no rule has a pixel to edit: the result is the photo (only read from here on)
+
         def edit() -> np.ndarray:
             with self.editor.slot(image.rgb.shape[0] * image.rgb.shape[1]), self.stages.timed("apply"):
                 edits, protect = edits_for(plan, masks)
@@ -284,10 +305,11 @@ class Pipeline:
 
         return await run_held(lease, edit)
 
-    async def _encode_masks(self, lease: Lease, masks: Segmentation, size: tuple[int, int]) -> Encoded:
+    async def _encode_masks(self, lease: Lease, masks: Segmentation, empty: set[str], size: tuple[int, int]) -> Encoded:
         def encode() -> Encoded:
             with self.stages.timed("encode"):
-                return Encoded(masks={n: encode_mask(m.union) for n, m in masks.items()},
+                return Encoded(masks={n: blank_png(size) if n in empty else encode_mask(m.union)
+                                      for n, m in masks.items()},
                                instances=encode_instances(masks, size))
 
         return await run_held(lease, encode)

