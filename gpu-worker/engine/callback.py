@@ -95,6 +95,10 @@ class Delivery:
 class CallbackSender(Protocol):
     async def send(self, url: str, payload: dict[str, Any], idempotency_key: str) -> Delivery: ...
 
+    async def refusal(self, url: str) -> str | None:
+        """Why the callback policy refuses ``url`` (no callback to it would be sent), or None."""
+        ...
+
 
 async def _read_at_most(response: httpx.Response, limit: int) -> int:
     """Read at most about ``limit`` bytes of the body (the rest is never read); returns the count."""
@@ -166,12 +170,9 @@ class HttpCallbackSender:
     async def send(self, url: str, payload: dict[str, Any], idempotency_key: str) -> Delivery:
         if not self._secret:
             return Delivery(False, 0, reason="GPU_CALLBACK_SECRET is not set")
-        try:
-            await check_callback_url(url, self.allowed_hosts, self._resolver)
-        except CallbackRefused as exc:
-            return Delivery(False, 0, reason=str(exc))
-        except CallbackUnresolvable:
-            pass  # each attempt resolves again; a failure there is a connection error, retried
+        refused = await self.refusal(url)
+        if refused is not None:
+            return Delivery(False, 0, reason=refused)
         body = encode_body(payload)
         started = self._clock()
         attempts = 0
@@ -192,6 +193,17 @@ class HttpCallbackSender:
                 return Delivery(False, attempts, status, f"callback deadline reached: {reason}")
             log.info("callback.retry", extra={"attempt": attempts, "status": status, "delay_s": round(delay, 2)})
             await self._sleep(delay)
+
+    async def refusal(self, url: str) -> str | None:
+        if not self._secret:
+            return None  # no callback goes anywhere: each item's reports it (GPU_CALLBACK_SECRET)
+        try:
+            await check_callback_url(url, self.allowed_hosts, self._resolver)
+        except CallbackRefused as exc:
+            return str(exc)
+        except CallbackUnresolvable:
+            return None  # each attempt resolves again; a failure there is a connection error, retried
+        return None
 
     async def _attempt(self, url: str, body: bytes, idempotency_key: str) -> tuple[int | None, float | None, str]:
         headers = {
@@ -219,7 +231,13 @@ class RecordingCallbackSender:
 
     deliver: bool = True
     sent: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
+    refuse: str | None = None  # as if the callback policy refused every URL, for this reason
+
+    async def refusal(self, url: str) -> str | None:
+        return self.refuse
 
     async def send(self, url: str, payload: dict[str, Any], idempotency_key: str) -> Delivery:
+        if self.refuse is not None:
+            return Delivery(False, 0, reason=self.refuse)
         self.sent.append((url, payload, idempotency_key))
         return Delivery(self.deliver, 1, 200 if self.deliver else None, "" if self.deliver else "refused by double")

@@ -29,7 +29,8 @@ from engine.budget import Lease, MemoryBudget, estimate_decoded_bytes, run_held
 from engine.callback import CallbackSender
 from engine.edits.structure_fill import StructureInpainter
 from engine.editor import Editor, NumpyEditor
-from engine.errors import DeviceFailure, InputNotFound, InputTooLarge, JobParseError, MasksNotFound, WorkerError
+from engine.errors import (DeviceFailure, InputNotFound, InputTooLarge, InvalidMessage, JobParseError,
+                           MasksNotFound, WorkerError)
 from engine.job import Item, check_item_keys, instances_key, mask_key, parse_envelope, parse_job, unwrap_event
 from engine.jobrun import ItemListener, JobRun, JobTracker, WriteGate
 from engine.logs import StageClock, Stopwatch, job_id_var
@@ -196,6 +197,11 @@ class Pipeline:
         job_id_var.set(envelope.job_id)
         run = JobRun(envelope, self.callbacks, self.jobs, stop=self._shutdown_event(),
                      grace_sec=self.settings.stop_grace_sec, on_item_done=on_item_done)
+        refused = await self.callbacks.refusal(envelope.callback_url)
+        if refused is not None:  # no result could be reported: nothing is read, nothing segmented
+            log.warning("job.callback_refused", extra={"reason": refused})
+            problem = InvalidMessage(f"callback_url refused: {refused}")
+            return await run.report_all([ItemReport.failure(item.idx, problem) for item in envelope.items])
         try:
             planned = plan_job(parse_job(event))
         except WorkerError as exc:

@@ -134,8 +134,9 @@ async def test_event_exit_2_when_the_file_or_job_is_unusable(clean_env, tmp_path
 
 
 async def test_event_exit_3_when_a_callback_was_not_delivered(clean_env, tmp_path, capsys):
-    path = _job(tmp_path, callback_url="https://10.0.0.1/cb")  # a private address: refused
-    assert await run_event_file(path, _settings(tmp_path)) == 3
+    path = _job(tmp_path, callback_url="http://127.0.0.2:9/cb")  # allowed, but nothing listens there
+    settings = _settings(tmp_path).model_copy(update={"callback_allowed_hosts": ["127.0.0.2:9"]})
+    assert await run_event_file(path, settings) == 3
     assert "Callbacks NOT delivered for items [0]" in capsys.readouterr().out
     assert (tmp_path / "store" / "outputs/u1/j1/0.png").is_file()
 

@@ -255,3 +255,33 @@ async def test_malformed_callback_url_refused_at_parse_time(tmp_path, url):
     result = (await pipeline.run_job(make_job(1, callback_url=url))).to_dict()
     assert "callback_url" in result["error"] and sender.sent == []
 
+
+
+@pytest.mark.parametrize("url, allowed", [("https://10.0.0.7/cb", []), ("https://[::ffff:7f00:1]/cb", []),
+                                          ("http://hooks.example.com/cb", []),
+                                          ("https://hooks.example.com/cb", ["receiver.example.net"])],
+                         ids=["private", "mapped_loopback", "http_without_allowlist", "not_in_allowlist"])
+async def test_refused_callback_url_fails_the_job_before_any_read_or_segmentation(tmp_path, url, allowed):
+    """A URL the callback policy refuses could receive no result: every item ends failed with
+    INVALID_MESSAGE at once, undelivered, with nothing read, segmented or sent (the pull adapter
+    acks such a message without running it)."""
+    cfg = make_settings(storage_local_dir=str(tmp_path / "store"), segmenter_masks_dir=str(tmp_path / "masks"))
+
+    class NoReads(LocalStorage):
+        def _get(self, key: str, max_bytes: int) -> bytes:
+            raise AssertionError(f"read {key}")
+
+        def _head(self, key: str):
+            raise AssertionError(f"looked up {key}")
+
+    requests: list[httpx.Request] = []
+    sender = HttpCallbackSender(SECRET, allowed_hosts=allowed, resolver=no_resolver,
+                                transport=httpx.MockTransport(lambda r: requests.append(r) or httpx.Response(200)))
+    segmenter = FileMaskSegmenter(tmp_path / "masks")
+    pipeline = Pipeline(cfg, NoReads(cfg.storage_local_dir), segmenter, sender)
+    result = (await pipeline.run_job(make_job(2, callback_url=url))).to_dict()
+    assert result["status"] == "failed"
+    assert [(i["idx"], i["status"], i["error_code"], i["callback"]) for i in result["items"]] == \
+        [(0, "failed", "INVALID_MESSAGE", "undelivered"), (1, "failed", "INVALID_MESSAGE", "undelivered")]
+    assert all(i["error"].startswith("callback_url refused: ") for i in result["items"])
+    assert segmenter.calls == 0 and requests == []
