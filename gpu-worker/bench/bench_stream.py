@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int)
     parser.add_argument("--receiver")
     args = parser.parse_args()
+    if args.child == "steps":
+        photo_steps(args)
+        return
     if args.child:
         child(args)
         return
@@ -86,6 +89,8 @@ def run(args: argparse.Namespace) -> None:
             checkpoint = str(save_tiny_sam3(Path(tmp) / "tiny"))
         args.photos_dir = photos_dir
         rows["model"] = run_child("model", args, endpoint, instant.url, checkpoint, photos_dir, len(photos))
+        s3.put_object(Bucket=BUCKET, Key=STEPS_INPUT, Body=photos[0])
+        rows["steps"] = run_steps(endpoint)
         for concurrency in (int(c) for c in args.job_concurrency.split(",")):
             receivers = [("instant", instant)] + ([(f"{args.slow_receiver_s:g} s", slow)] if args.slow_receiver_s else [])
             for label, receiver in receivers:
@@ -135,6 +140,16 @@ def run_stream(args: argparse.Namespace, s3, endpoint: str, checkpoint: str, pho
     return row
 
 
+def run_steps(endpoint: str) -> dict:
+    cmd = [sys.executable, "-m", "bench.bench_stream", "--child", "steps", "--endpoint", endpoint]
+    out = subprocess.run(cmd, cwd=ROOT, env={**MALLOC_ENV, **os.environ, "LOG_LEVEL": "warning"},
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the steps child failed:\n{out.stderr[-4000:]}")
+    return json.loads(next(l for l in reversed(out.stdout.splitlines()) if l.startswith(RESULT_MARK))
+                      .removeprefix(RESULT_MARK))
+
+
 def most_at_once(spans: list[tuple[float, float]]) -> int:
     """The most jobs held at the same moment (taken, result not yet posted)."""
     events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
@@ -161,10 +176,16 @@ def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
              f"| model only | {model['wall_s']:.2f} | {model['photos_per_s']:.3f} | 100% | - | - | "
              f"{model['cpu_s_per_photo']:.2f} | {model['job_peak_rss_mb']:.0f} |"]
     for name, r in rows.items():
-        if name != "model":
+        if name not in ("model", "steps"):
             lines.append(f"| {name} | {r['wall_s']:.2f} | {r['photos_per_s']:.3f} | "
                          f"{r['photos_per_s'] / model['photos_per_s']:.0%} | {r['device_busy']:.0%} | "
                          f"{r['most_jobs_at_once']} | {r['cpu_s_per_photo']:.2f} | {r['job_peak_rss_mb']:.0f} |")
+    lines += ["", "Host CPU of one photo's work, step by step (the first photo, one step at a time in a process "
+              "of its own, median of 5, `--child steps`). Skipped: what the same step costs when it works "
+              "through the six empty masks as it did before (fit_masks over all of them, the edit over "
+              "empty regions, a PNG per mask).", "", "| step | CPU s now | CPU s when not skipped |", "|---|---|---|"]
+    for step, (now, full) in rows["steps"].items():
+        lines.append(f"| {step} | {now:.3f} | {'-' if full is None else f'{full:.3f}'} |")
     text = "\n".join(lines) + "\n"
     print(text)
     slug = device.lower().replace(" ", "-")
@@ -198,6 +219,76 @@ def child(args: argparse.Namespace) -> None:
         "busy_s": timed.busy_s, "cpu_s": cpu_seconds() - cpu_before, "device": segmenter.device_label,
         "setup_rss_mb": setup_rss_mb, "job_peak_rss_mb": status_mb("VmHWM") if setup_rss_mb else 0.0,
     }), flush=True)
+
+
+STEPS_INPUT = "inputs/u_bench/steps/0.jpg"
+
+
+def photo_steps(args: argparse.Namespace) -> None:
+    """Host CPU of each step of one photo's ``full`` item with nothing found, through the worker's
+    own functions and S3 client; beside the mask steps, what they cost worked through in full."""
+    import asyncio
+    import statistics
+
+    import numpy as np
+
+    from engine.applier import apply_edits_with
+    from engine.job import parse_job
+    from engine.pipeline import edits_for, fit_holding_pixels
+    from engine.plan_masks import fit_masks
+    from engine.png import blank_png
+    from engine.postprocess import decode_image, encode_instances, encode_mask, encode_png, encode_thumbnail
+    from engine.segmenter import ConceptMasks
+    from engine.settings import Settings
+    from engine.stages import plan_job
+    from engine.storage import S3Storage
+
+    settings = Settings(storage_s3_endpoint=args.endpoint, storage_bucket=BUCKET, storage_access_key=KEY_ID,
+                        storage_secret_key=KEY_SECRET, storage_region="us-east-1")
+    storage = S3Storage.from_settings(settings)
+    plan = plan_job(parse_job(job("steps", 1, "https://receiver.example", 1))).plan
+    data = asyncio.run(storage.get(STEPS_INPUT, settings.max_input_bytes))
+    image = decode_image(data, max_pixels=settings.max_input_pixels, max_side=settings.max_output_side)
+    found = {c.name: ConceptMasks(c.name, np.zeros(image.rgb.shape[:2], bool)) for c in plan.concepts_to_prompt()}
+    ready, empty = fit_holding_pixels(image.rgb, found, plan)
+    png = encode_png(image.rgb, None, None, settings.png_compress_level)
+    masks = {n: blank_png(image.size) for n in ready}
+
+    async def reads() -> None:
+        await storage.head("outputs/u_bench/steps/0_result.png")
+        await storage.get(STEPS_INPUT, settings.max_input_bytes)
+
+    async def writes() -> None:
+        for name, blank in masks.items():
+            await storage.put(f"masks/u_bench/steps/0_{name}.png", blank, "image/png")
+        await storage.put("masks/u_bench/steps/0_instances.json", encode_instances(ready, image.size), "application/json")
+        await storage.put("previews/u_bench/steps/0_thumb.jpg", encode_thumbnail(image.rgb, 300), "image/jpeg")
+        await storage.put("outputs/u_bench/steps/0_result.png", png, "image/png", {"fingerprint": "f"})
+
+    def cpu(fn) -> float:
+        times = []
+        for _ in range(5):
+            before = cpu_seconds()
+            fn()
+            times.append(cpu_seconds() - before)
+        return statistics.median(times)
+
+    steps = {
+        "S3: head the marker, get the input (3 MB)": (cpu(lambda: asyncio.run(reads())), None),
+        "decode (JPEG, 12 MP)": (cpu(lambda: decode_image(data, max_pixels=settings.max_input_pixels,
+                                                          max_side=settings.max_output_side)), None),
+        "masks made ready (6 empty)": (cpu(lambda: fit_holding_pixels(image.rgb, found, plan)),
+                                       cpu(lambda: fit_masks(image.rgb, found, plan))),
+        "edit (every rule's mask empty)": (0.0, cpu(lambda: apply_edits_with(image.rgb, *edits_for(plan, ready)))),
+        "mask PNGs (6 empty) and instances file": (
+            cpu(lambda: ([blank_png(image.size) for _ in ready], encode_instances(ready, image.size))),
+            cpu(lambda: ([encode_mask(m.union) for m in ready.values()], encode_instances(ready, image.size)))),
+        "result PNG": (cpu(lambda: encode_png(image.rgb, None, None, settings.png_compress_level)), None),
+        "thumbnail JPEG": (cpu(lambda: encode_thumbnail(image.rgb, settings.thumbnail_side)), None),
+        "S3: 9 uploads (masks, instances, thumbnail, result)": (cpu(lambda: asyncio.run(writes())), None),
+    }
+    assert empty == set(ready)
+    print(RESULT_MARK + json.dumps(steps), flush=True)
 
 
 if __name__ == "__main__":

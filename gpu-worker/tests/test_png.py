@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
 from engine.png import write_png
-from engine.postprocess import encode_mask, encode_png, encode_thumbnail
+from engine.postprocess import encode_mask, encode_png, encode_thumbnail, thumbnail_pixels
 
 
 def read_back(png: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -81,3 +81,25 @@ def test_thumbnail_fits_the_side_keeps_the_aspect_and_never_enlarges(shape, expe
     thumb = Image.open(io.BytesIO(encode_thumbnail(rgb, 300)))
     assert thumb.format == "JPEG" and thumb.size == expected
     assert np.abs(np.asarray(thumb).astype(int) - (200, 60, 30)).max() <= 3
+
+
+def test_thumbnail_of_a_large_photo_is_the_area_filters_within_a_few_levels():
+    """Averaged over whole blocks first (4000 x 3000: blocks of 5), then area-filtered: the
+    thumbnail is the one-step area filter's within a few levels."""
+    from devtools.scenes import render_room
+
+    room, _ = render_room(800, 600, seed=2)
+    big = cv2.resize(room, (4000, 3000), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    big += np.random.default_rng(2).normal(0, 2.5, big.shape).astype(np.float32)
+    photo = np.clip(big, 0, 255).astype(np.uint8)
+    one_step = cv2.resize(photo, (300, 225), interpolation=cv2.INTER_AREA).astype(int)
+    thumb = thumbnail_pixels(photo, 300)
+    assert thumb.shape == (225, 300, 3)
+    diff = np.abs(thumb.astype(int) - one_step)
+    assert diff.max() <= 6 and diff.mean() < 0.5
+
+
+def test_thumbnail_of_a_size_without_a_common_block_is_the_one_step_area_filter():
+    photo = np.random.default_rng(3).integers(0, 256, (2999, 4001, 3), np.uint8)
+    one_step = cv2.resize(photo, (300, 225), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(thumbnail_pixels(photo, 300), one_step)
