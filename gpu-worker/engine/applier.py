@@ -57,7 +57,8 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
         if not (alpha > 0).any():
             continue
         tools = tools or Tools(backend or choose_backend(), inpainter or StructureInpainter())
-        composite(out, window, alpha, action.edit(edit.op, rgb, alpha, win_region, band, tools))
+        edited = action.edit(edit.op, rgb, alpha, win_region, band, tools, image[window.slices])
+        composite(out, window, alpha, edited)
     if protect is not None:  # already true by construction; absolute, and cheap as OpenCV's masked copy
         out = cv2.copyTo(image, np.ascontiguousarray(protect).view(np.uint8), out)
     return out

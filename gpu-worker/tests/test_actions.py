@@ -52,7 +52,7 @@ class GreyAction(Action):
         return Grey(value.amount)
 
     def edit(self, op: Grey, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools) -> np.ndarray:
+             tools: Tools, before: np.ndarray) -> np.ndarray:
         px = rgb[alpha > 0].astype(np.float32)
         grey = (px @ LUMA)[:, None]
         return px + (grey - px) * op.amount

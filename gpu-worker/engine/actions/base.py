@@ -79,6 +79,10 @@ class Action(ABC):
 
     @abstractmethod
     def edit(self, op: Op, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools) -> np.ndarray:
+             tools: Tools, before: np.ndarray) -> np.ndarray:
         """Edited sRGB (0..255 float32) for each pixel of the window ``rgb`` where ``alpha > 0``,
-        in the order of ``np.nonzero(alpha > 0)``; ``region`` is the span's region in the window."""
+        in the order of ``np.nonzero(alpha > 0)``; ``region`` is the span's region in the window.
+        ``before`` is the window as it was before this photo's edits (the decoded photo): an
+        edit that makes discrete choices (remove's sources) makes them there, so that they
+        cannot hinge on how earlier edits rounded (the numpy and torch paths may leave a pixel
+        a level apart)."""

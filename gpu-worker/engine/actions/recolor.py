@@ -49,7 +49,7 @@ class RecolorAction(Action):
         return Recolor(entry.rgb, entry.material, entry.spread)
 
     def edit(self, op: Recolor, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools) -> np.ndarray:
+             tools: Tools, before: np.ndarray) -> np.ndarray:
         return recolor(rgb, alpha, region, op, band, tools.backend)
 
 

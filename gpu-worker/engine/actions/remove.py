@@ -46,8 +46,8 @@ class RemoveAction(Action):
         return Span(region, reach, max(32, int(0.6 * size)))  # room for the fill to find its material
 
     def edit(self, op: Remove, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools) -> np.ndarray:
-        return remove(rgb, alpha, tools.inpainter)
+             tools: Tools, before: np.ndarray) -> np.ndarray:
+        return remove(rgb, alpha, tools.inpainter, before)
 
 
 ACTION = RemoveAction()

@@ -58,7 +58,7 @@ class ToneAction(Action):
         return Tone(params)
 
     def edit(self, op: Tone, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools) -> np.ndarray:
+             tools: Tools, before: np.ndarray) -> np.ndarray:
         return tone(rgb, alpha, region, op.params, band, tools.backend)
 
 

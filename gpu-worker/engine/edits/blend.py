@@ -180,9 +180,11 @@ def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, 
         weight = trust * np.clip(matte[ring], 0.0, 1.0) + (1.0 - trust) * inside
         weight = np.where(inside, np.maximum(weight, 0.5), np.minimum(weight, 0.5))
         # the filter's tails: a few percent of weight on pixels that are plainly one side or the
-        # other is leakage (a faint tint beside the edge, or a faint rim of the old colour)
-        weight[inside & (weight > 0.9)] = 1.0
-        weight[~inside & (weight < 0.1)] = 0.0
+        # other is leakage (a faint tint beside the edge, or a faint rim of the old colour). They
+        # are pushed to 1 (from 0.9) and 0 (from 0.1) along a ramp, not a step, so that weights a
+        # float bit apart (the torch path's) stay a float bit apart.
+        raised, lowered = np.minimum(1.0, 2 * weight - 0.8), np.maximum(0.0, 2 * weight - 0.2)
+        weight = np.where(inside, np.where(weight >= 0.8, raised, weight), np.where(weight <= 0.2, lowered, weight))
         alpha[ring] = weight
     if protect is not None:
         alpha[protect] = 0.0
@@ -300,6 +302,9 @@ def foreground_colour(lin: np.ndarray, core: np.ndarray, fallback: np.ndarray, r
     return np.where(missing[..., None], lin, out)
 
 
+NEAR_FULL = 0.9  # soft-edge weights above this mix the plain edit in, all of it at 1
+
+
 def pixelwise(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
               bulk: Callable[[np.ndarray], np.ndarray],
               change: Callable[[np.ndarray, np.ndarray], np.ndarray],
@@ -325,7 +330,15 @@ def pixelwise(rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
         if foreground is None:
             foreground = edge_foreground(rgb, alpha, region, band)
         fg = foreground[edge]
-        out[~in_full] = to_srgb255(to_linear(rgb[edge]) + change(fg, edge) - fg)
+        soft = to_srgb255(to_linear(rgb[edge]) + change(fg, edge) - fg)
+        # nearly full pixels pass from the edge's change to the plain edit along a ramp, so that
+        # a weight a float bit below 1 (the torch path's) edits as 1 does
+        near = edge & (alpha > NEAR_FULL)
+        if near.any():
+            at = near[edge]
+            ramp = ((alpha[near] - NEAR_FULL) / (1 - NEAR_FULL))[:, None]
+            soft[at] += (bulk(near) - soft[at]) * ramp
+        out[~in_full] = soft
     return out
 
 

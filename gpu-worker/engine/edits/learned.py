@@ -59,7 +59,7 @@ class ExportedInpainter:
         scale = min(1.0, self.max_side / max(h, w))
         return max(8, round(h * scale)), max(8, round(w * scale))
 
-    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    def inpaint(self, rgb: np.ndarray, hole: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
         torch = self.torch
         h, w = hole.shape
         sh, sw = self._run_size(h, w)

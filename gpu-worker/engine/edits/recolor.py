@@ -184,6 +184,9 @@ def _value_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, cells: 
 REMAP_ROW = 4096
 
 
+ANGLE_STEP = 2.0**-12  # radians (0.014 degrees)
+
+
 def dominant_orientation(l_crop: np.ndarray, region: np.ndarray) -> float | None:
     """Angle (radians) along which the region's texture runs, or None when it has none."""
     gx = cv2.Sobel(l_crop, cv2.CV_32F, 1, 0, ksize=3)
@@ -192,8 +195,9 @@ def dominant_orientation(l_crop: np.ndarray, region: np.ndarray) -> float | None
     coherence = math.hypot(jxx - jyy, 2 * jxy) / max(jxx + jyy, 1e-6)
     if coherence < 0.15:
         return None
-    # the gradient's main direction is across the grain
-    return 0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2
+    # the gradient's main direction is across the grain; the angle is rounded to a multiple of
+    # ANGLE_STEP so that the torch path's means, a float bit apart, draw the same boards
+    return round((0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2) / ANGLE_STEP) * ANGLE_STEP
 
 
 def material_pattern(material: str, l_crop: np.ndarray, region: np.ndarray, seed: int,

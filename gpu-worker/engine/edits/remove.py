@@ -16,7 +16,11 @@ Filling and Object Removal by Exemplar-Based Image Inpainting", 2004), sized for
    falling off across the hole). Copies are what keep the fill as crisp as its surroundings, where
    a diffusion fill (``cv2.inpaint``, ``DiffusionInpainter`` here) smears them away.
 
-``Inpainter`` is also the slot for a learned model (engine/edits/learned.py).
+The patch search is discrete: a pixel a level apart can pick another patch. It runs on
+``guide``, the window as it was before this photo's edits (the decoded photo, the same bytes on
+the host and on a device), while the values copied come from ``rgb``; so a recolor before a
+remove, which the numpy and torch paths may leave a level apart, cannot move the fill's
+sources. ``Inpainter`` is also the slot for a learned model (engine/edits/learned.py).
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import numpy as np
 class Inpainter(Protocol):
     name: str
 
-    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
-        """``rgb`` uint8 H x W x 3, ``hole`` bool H x W -> uint8 H x W x 3; only hole pixels may differ."""
+    def inpaint(self, rgb: np.ndarray, hole: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
+        """``rgb`` uint8 H x W x 3, ``hole`` bool H x W -> uint8 H x W x 3; only hole pixels may
+        differ. Discrete choices (which source, which orientation) are made on ``guide`` (uint8
+        H x W x 3; None: ``rgb``)."""
         ...
 
 
@@ -46,15 +52,35 @@ class PatchInpainter:
         self.search = search
         self.distance_weight = distance_weight
 
-    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    def inpaint(self, rgb: np.ndarray, hole: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
         if not hole.any():
             return rgb.copy()
         if hole.all():  # nothing to copy from
             return np.broadcast_to(rgb.reshape(-1, 3).mean(axis=0).astype(np.uint8), rgb.shape).copy()
         img = rgb.astype(np.float32) / 255.0
         work, work_hole = self.reduce(img, hole)
-        filled, off_y, off_x, shift = self._fill(work, work_hole)
+        if guide is None or guide is rgb or np.array_equal(guide, rgb):
+            filled, off_y, off_x, shift = self._fill(work, work_hole)
+        else:
+            _, off_y, off_x, shift = self._fill(self.reduce(guide.astype(np.float32) / 255.0, hole)[0],
+                                                       work_hole)
+            filled = self.render(work, work_hole, off_y, off_x, shift)
         return self._synthesise(rgb, img, hole, filled, work_hole, off_y, off_x, shift)
+
+    @staticmethod
+    def render(work: np.ndarray, work_hole: np.ndarray, off_y: np.ndarray, off_x: np.ndarray,
+               shift: np.ndarray) -> np.ndarray:
+        """``_fill``'s result for the sources it chose, read in another image of the window:
+        every hole pixel is its source's pixel plus the shift (sources were known from the
+        start). Without sources (all offsets 0), the smooth fill ``_fill`` falls back to."""
+        ys, xs = np.nonzero(work_hole)
+        dy, dx = off_y[ys, xs], off_x[ys, xs]
+        if not (dy.any() or dx.any()):
+            telea = cv2.inpaint((work * 255 + 0.5).astype(np.uint8), work_hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+            return telea.astype(np.float32) / 255
+        filled = work.copy()
+        filled[ys, xs] = work[ys + dy, xs + dx] + shift[ys, xs, None]
+        return filled
 
     def reduce(self, img: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The window (float32 0..1) and its hole at the work resolution (unchanged when the
@@ -234,11 +260,11 @@ class DiffusionInpainter:
     def __init__(self, radius: int = 5) -> None:
         self.radius = radius
 
-    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    def inpaint(self, rgb: np.ndarray, hole: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
         return cv2.inpaint(rgb, hole.astype(np.uint8), self.radius, cv2.INPAINT_TELEA)
 
 
-def remove(rgb: np.ndarray, alpha: np.ndarray, inpainter: Inpainter) -> np.ndarray:
+def remove(rgb: np.ndarray, alpha: np.ndarray, inpainter: Inpainter, guide: np.ndarray | None = None) -> np.ndarray:
     """Filled sRGB (0..255 float32) for each pixel of the window where ``alpha > 0``."""
     hole = alpha > 0
-    return inpainter.inpaint(rgb, hole)[hole].astype(np.float32)
+    return inpainter.inpaint(rgb, hole, guide)[hole].astype(np.float32)

@@ -19,11 +19,21 @@ Crossings are only looked for up to 1.5 ``wide_gap`` (a share of the window's lo
 the hole is wide, its shortest crossing longer than ``wide_gap`` (a lamp's shade, a table top, a
 lamp's base seen from above), two ends say little about what lies between them, and the exemplar
 fill (``PatchInpainter``) is used, blended in over the next half ``wide_gap`` of width.
+
+The choices above are discrete (thin or wide, which orientation, which extra angles), and the
+torch version (engine/edits/device/structure.py) must make the same ones. So they are computed
+where any order of arithmetic gives the same bits: the smoothed colours and the costs are
+float64 blurs of integers by Gaussian taps rounded to multiples of 2^-12 (exact in any order),
+each cost is rounded to an integer, the rotation is 10-bit fixed point, and the thin/wide
+threshold sits midway between two of the distance transform's possible values. ``guide`` (the
+photo before this photo's edits, identical on both paths) is what the choices are made on;
+the colours filled in come from ``rgb``.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -32,6 +42,55 @@ from engine.edits.colour import LUMA
 from engine.edits.remove import Inpainter, PatchInpainter
 
 _FAR = 1 << 20
+_TAP_STEP = 2.0**-12  # Gaussian taps are multiples of this: blurs of integers are exact in float64
+_NO_CROSSING = float(1 << 22)  # the cost of an orientation without a crossing (exact through two blurs)
+_CHAMFER = (float(np.float32(0.955)), float(np.float32(1.3693)))  # cv2.distanceTransform's DIST_L2 3x3 steps
+
+
+@lru_cache(maxsize=32)
+def dyadic_gaussian(sigma: float) -> np.ndarray:
+    """``cv2.getGaussianKernel`` for float images (8 sigma + 1 taps, odd), each tap rounded to a
+    multiple of ``_TAP_STEP``, the centre taking up the rest so that they sum to 1 exactly."""
+    size = int(round(sigma * 8 + 1)) | 1
+    taps = np.rint(cv2.getGaussianKernel(size, sigma, cv2.CV_64F).ravel() / _TAP_STEP)
+    taps[size // 2] += 1 / _TAP_STEP - taps.sum()
+    return taps * _TAP_STEP
+
+
+def exact_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur (BORDER_REFLECT_101) of a float64 image of integers by ``dyadic_gaussian``:
+    every product and sum is exact, so any implementation gives these bits."""
+    taps = dyadic_gaussian(sigma)
+    return cv2.sepFilter2D(x, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_REFLECT_101)
+
+
+@lru_cache(maxsize=64)
+def thin_threshold(wide: float) -> float:
+    """``0.75 wide`` moved to midway between the two nearest values the chamfer distance can take
+    (n and m steps of its two lengths), so that its last float bits never decide a pixel."""
+    limit = 0.75 * wide
+    a, b = _CHAMFER
+    n = np.arange(int(limit / a) + 3, dtype=np.float64)
+    values = (n[:, None] * a + n[None, : int(limit / b) + 3] * b).ravel()
+    below, above = values[values <= limit].max(), values[values > limit].min()
+    return float(below + above) / 2
+
+
+def rotated_rows(known: np.ndarray, inverse: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """``known`` warped into the rotated canvas (nearest pixel, outside False) at the canvas
+    rows ``rows``: the source point of canvas pixel (x, y) in 10-bit fixed point, as
+    ``cv2.warpAffine`` computes it, from products that every implementation rounds alike."""
+    h, w = known.shape
+    cols, rows = np.arange(width, dtype=np.float64), rows.astype(np.float64)
+
+    def source(k: int) -> np.ndarray:
+        per_row = np.rint((inverse[k, 1] * rows + inverse[k, 2]) * 1024).astype(np.int32) + 512
+        per_col = np.rint(inverse[k, 0] * cols * 1024).astype(np.int32)
+        return (per_row[:, None] + per_col[None, :]) >> 10
+
+    x, y = source(0), source(1)
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    return inside & known.ravel()[np.clip(y, 0, h - 1) * w + np.clip(x, 0, w - 1)]
 
 
 def _rotation(shape: tuple[int, int], angle: float) -> tuple[np.ndarray, tuple[int, int]]:
@@ -52,6 +111,13 @@ def _scan(known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     left = np.maximum.accumulate(np.where(known, cols, -1), axis=1)
     right = np.minimum.accumulate(np.where(known, cols, _FAR)[:, ::-1], axis=1)[:, ::-1]
     return left, right
+
+
+def _smooth(img: np.ndarray, known: np.ndarray, sigma: float) -> np.ndarray:
+    """Smoothed colours (float64) from the known pixels only: next to the hole they must not
+    carry the object."""
+    weight = exact_blur(known.astype(np.float64), sigma)
+    return exact_blur(img * known[..., None], sigma) / np.maximum(weight, 1e-3)[..., None]
 
 
 def _at(image: np.ndarray, inverse: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -80,35 +146,36 @@ class StructureInpainter:
         self.grain_cost = grain_cost  # crossing a coherent grain at right angles, in squared levels
         self.tensor_sigma = tensor_sigma  # the grain's neighbourhood, a share of the window's long side
 
-    def inpaint(self, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    def inpaint(self, rgb: np.ndarray, hole: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
         if not hole.any():
             return rgb.copy()
         if hole.all():
-            return self.fallback.inpaint(rgb, hole)
+            return self.fallback.inpaint(rgb, hole, guide)
         wide = self.wide_gap * max(hole.shape)
         # thin: no pixel within reach is farther than half a short crossing from the hole's edge
         # (the rim of a wide part, a table top's, is left to the fallback whole)
         depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
         reach = max(1, int(0.75 * wide))
-        thin = hole & (cv2.dilate(depth, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)) <= 0.75 * wide)
+        square = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+        thin = hole & (cv2.dilate(depth, square) <= thin_threshold(wide))
         ys, xs = np.nonzero(hole)
         blend = np.ones(ys.size, np.float32)
         out = rgb.copy()
         if thin.any():
-            values, gap = self._fill_thin(rgb, hole, thin, wide)
+            values, gap = self._fill_thin(rgb, hole, thin, wide, guide)
             ty, tx = np.nonzero(thin)
             out[ty, tx] = np.clip(values + 0.5, 0, 255).astype(np.uint8)
             weight = np.ones(hole.shape, np.float32)
             weight[ty, tx] = np.clip((gap - wide) / max(0.5 * wide, 1.0), 0.0, 1.0)
             blend = weight[ys, xs]
         if (blend > 0).any():
-            base = self.fallback.inpaint(rgb, hole)[ys, xs].astype(np.float32)
+            base = self.fallback.inpaint(rgb, hole, guide)[ys, xs].astype(np.float32)
             mixed = out[ys, xs].astype(np.float32) * (1 - blend[:, None]) + base * blend[:, None]
             out[ys, xs] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         return out
 
-    def _fill_thin(self, rgb: np.ndarray, hole: np.ndarray, thin: np.ndarray, wide: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def _fill_thin(self, rgb: np.ndarray, hole: np.ndarray, thin: np.ndarray, wide: float,
+                   guide: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Directional fill of the ``thin`` pixels (row-major order) and their crossings' lengths,
         computed on the part of the window their crossings can reach."""
         h, w = hole.shape
@@ -116,69 +183,71 @@ class StructureInpainter:
         rows, cols = np.flatnonzero(thin.any(axis=1)), np.flatnonzero(thin.any(axis=0))
         y0, y1 = max(0, rows[0] - margin), min(h, rows[-1] + margin + 1)
         x0, x1 = max(0, cols[0] - margin), min(w, cols[-1] + margin + 1)
-        img = rgb[y0:y1, x0:x1].astype(np.float32)
+        img = rgb[y0:y1, x0:x1].astype(np.float64)
         known = ~hole[y0:y1, x0:x1]
         query = thin[y0:y1, x0:x1]
-        # smoothed colours from known pixels only: next to the hole they must not carry the object
-        weight = cv2.GaussianBlur(known.astype(np.float32), (0, 0), self.smooth_sigma)
-        smooth = cv2.GaussianBlur(img * known[..., None], (0, 0), self.smooth_sigma)
-        smooth /= np.maximum(weight, 1e-3)[..., None]
+        smooth = _smooth(img, known, self.smooth_sigma)
+        same = guide is None or guide is rgb or np.array_equal(guide[y0:y1, x0:x1], rgb[y0:y1, x0:x1])
+        decide_on = smooth if same else _smooth(guide[y0:y1, x0:x1].astype(np.float64), known, self.smooth_sigma)
         detail = img - smooth
         # texture is copied from pixels clear of the hole's rim (whose detail is the object's
         # edge, not the surface's grain), and limited to the surface's own range of detail
         source = cv2.erode(known.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         ring = source & cv2.dilate(query.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
         limit = 2.0 * float(np.percentile(np.abs(detail[ring]), 84)) if ring.any() else 0.0
-        fill, shift_y, shift_x, gap = self._directional(smooth, known, query, 0.01 * max(h, w), 1.5 * wide)
+        fill, shift_y, shift_x, gap = self._directional(smooth, decide_on, known, query, 0.01 * max(h, w),
+                                                        1.5 * wide)
         ys, xs = np.nonzero(query)
         sy = np.clip(np.rint(ys + shift_y).astype(np.int32), 0, known.shape[0] - 1)
         sx = np.clip(np.rint(xs + shift_x).astype(np.int32), 0, known.shape[1] - 1)
         texture = np.where(source[sy, sx][:, None], np.clip(detail[sy, sx], -limit, limit), 0.0)
         return fill + texture, gap
 
-    def _directional(self, smooth: np.ndarray, known: np.ndarray, hole: np.ndarray, unit: float,
-                     longest: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _directional(self, smooth: np.ndarray, decide_on: np.ndarray, known: np.ndarray, hole: np.ndarray,
+                     unit: float, longest: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per hole pixel: the interpolated smoothed colour along the best orientation, the
         texture source's offset (y, x), and the length of the shortest crossing through it (how
-        thin the hole is there, whichever orientation the lines take)."""
+        thin the hole is there, whichever orientation the lines take). The orientation is
+        chosen on ``decide_on``'s smoothed colours, the colour interpolated in ``smooth``."""
         h, w = hole.shape
         ys, xs = np.nonzero(hole)
         n = ys.size
-        best_cost = np.full(n, np.inf, np.float32)
-        best_fill = np.zeros((n, 3), np.float32)
+        best_cost = np.full(n, np.inf, np.float64)
+        best_fill = np.zeros((n, 3), np.float64)
         best_shift = np.zeros(n, np.float32)
-        best_angle = np.zeros(n, np.float32)
+        best_index = np.zeros(n, np.int64)
         shortest = np.full(n, np.inf, np.float32)
         sigma = max(1.0, 1.5 * self.smooth_sigma)
-        grain, coherence = self._grain(smooth, known, ys, xs, unit)
-        points = np.stack([xs, ys, np.ones(n)]).astype(np.float64)
-        plane = np.zeros((h, w), np.float32)
-        known8 = known.astype(np.uint8)
-        for angle in self._angles(grain, coherence):
+        grain, coherence = self._grain(decide_on, known, ys, xs, unit)
+        angles = self._angles(grain, coherence)
+        plane = np.zeros((h, w), np.float64)
+        per_span = self.gap_cost / unit  # a product, not a quotient, in every implementation
+        for index, angle in enumerate(angles):
             m, size = _rotation((h, w), angle)
             inverse = cv2.invertAffineTransform(m)
-            k_r = cv2.warpAffine(known8, m, size, flags=cv2.INTER_NEAREST, borderValue=0) > 0
-            rx, ry = np.rint(m @ points).astype(np.int32)
-            rx, ry = np.clip(rx, 0, size[0] - 1), np.clip(ry, 0, size[1] - 1)
+            rx = np.clip(np.rint(m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(np.int32), 0, size[0] - 1)
+            ry = np.clip(np.rint(m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(np.int32), 0, size[1] - 1)
             lines, line = np.unique(ry, return_inverse=True)  # only the rows that hold hole pixels
-            left, right = _scan(k_r[lines])
+            left, right = _scan(rotated_rows(known, inverse, lines, size[0]))
             lc, rc = left[line, rx], right[line, rx]
             has_l, has_r = lc >= 0, rc < _FAR
-            # the ends' colours, read in the window at the points the rotated rows came from
-            il = _at(smooth, inverse, np.maximum(lc, 0), ry)
-            ir = _at(smooth, inverse, np.minimum(rc, size[0] - 1), ry)
+            # the ends, read in the window at the points the rotated rows came from
+            end_l, end_r = np.maximum(lc, 0), np.minimum(rc, size[0] - 1)
             dl, dr = (rx - lc).astype(np.float32), (rc - rx).astype(np.float32)
             both = has_l & has_r
             span = np.where(both, dl + dr, np.where(has_l, dl, dr)).astype(np.float32)
-            t = np.where(both, dl / np.maximum(dl + dr, 1), 0.0)[:, None]
+            t = np.where(both, dl / np.maximum(dl + dr, 1), np.float32(0.0))[:, None]
+            il, ir = _at(smooth, inverse, end_l, ry), _at(smooth, inverse, end_r, ry)
             value = np.where(both[:, None], il * (1 - t) + ir * t, np.where(has_l[:, None], il, ir))
-            mismatch = np.where(both, ((il - ir) ** 2).sum(axis=-1),
-                                np.where(has_l | has_r, self.one_sided_cost, 1e9))
-            mismatch = np.where(span <= longest, mismatch, 1e9)  # long crossings are the fallback's
-            shortest = np.minimum(shortest, np.where(both, span, np.inf))
-            plane[ys, xs] = mismatch + self.gap_cost * span / unit
-            cost = cv2.GaussianBlur(plane, (0, 0), sigma)[ys, xs]
-            cost += self.grain_cost * coherence * np.sin(angle - grain) ** 2
+            dl_, dr_ = _at(decide_on, inverse, end_l, ry), _at(decide_on, inverse, end_r, ry)
+            d = dl_ - dr_
+            mismatch = np.where(both, d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2],
+                                np.where(has_l | has_r, self.one_sided_cost, _NO_CROSSING))
+            mismatch = np.where(span <= longest, mismatch, _NO_CROSSING)  # long crossings are the fallback's
+            shortest = np.minimum(shortest, np.where(both, span, np.float32(np.inf)))
+            plane[ys, xs] = np.rint(mismatch + span.astype(np.float64) * per_span)
+            cost = exact_blur(plane, sigma)[ys, xs]
+            cost += np.rint(self.grain_cost * coherence * np.sin(angle - grain) ** 2)
             better = cost < best_cost
             if not better.any():
                 continue
@@ -189,8 +258,10 @@ class StructureInpainter:
             best_cost[better] = cost[better]
             best_fill[better] = value[better]
             best_shift[better] = shift[better]
-            best_angle[better] = angle
-        return best_fill, best_shift * np.sin(best_angle), best_shift * np.cos(best_angle), shortest
+            best_index[better] = index
+        sines = np.array([math.sin(a) for a in angles])[best_index]
+        cosines = np.array([math.cos(a) for a in angles])[best_index]
+        return best_fill, best_shift * sines, best_shift * cosines, shortest
 
     def _angles(self, grain: np.ndarray, coherence: np.ndarray) -> list[float]:
         """Evenly spaced orientations, plus the hole's dominant grain exactly (plank joints seen in
@@ -214,13 +285,14 @@ class StructureInpainter:
                ) -> tuple[np.ndarray, np.ndarray]:
         """Orientation (radians) and coherence (0..1) of the lines around each hole pixel: the
         structure tensor of the known pixels, averaged into the hole."""
-        grey = smooth @ LUMA
-        gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
-        inner = cv2.erode(known.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float32)
+        luma = [float(v) for v in LUMA]
+        grey = smooth[..., 0] * luma[0] + smooth[..., 1] * luma[1] + smooth[..., 2] * luma[2]
+        gx, gy = cv2.Sobel(grey, cv2.CV_64F, 1, 0), cv2.Sobel(grey, cv2.CV_64F, 0, 1)
+        inner = cv2.erode(known.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float64)
         sigma = max(3.0, self.tensor_sigma * 100 * unit)
         norm = np.maximum(cv2.GaussianBlur(inner, (0, 0), sigma), 1e-6)
         jxx, jyy, jxy = (cv2.GaussianBlur(a * inner, (0, 0), sigma) / norm for a in (gx * gx, gy * gy, gx * gy))
         jxx, jyy, jxy = jxx[ys, xs], jyy[ys, xs], jxy[ys, xs]
         coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / np.maximum(jxx + jyy, 1e-3)
         # lines run across the dominant gradient
-        return 0.5 * np.arctan2(2 * jxy, jxx - jyy) + math.pi / 2, coherence.astype(np.float32)
+        return 0.5 * np.arctan2(2 * jxy, jxx - jyy) + math.pi / 2, coherence

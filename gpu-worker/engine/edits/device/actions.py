@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from engine.edits import kernels, recolor, tone
+from engine.edits import blend, kernels, recolor, tone
 from engine.edits.device import ops
 from engine.edits.device.matte import edge_foreground
 
@@ -23,7 +23,8 @@ ROWS_PER_CHUNK_PIXELS = 1 << 21  # per-pixel kernels run over bands of rows of a
 def pixelwise(rgb: torch.Tensor, alpha: torch.Tensor, foreground: torch.Tensor | None,
               kernel: Callable[[torch.Tensor, slice], torch.Tensor]) -> torch.Tensor:
     """``blend.pixelwise`` over the window: fully weighted pixels take ``kernel`` of their own
-    colour; soft-edge pixels ``pixel + kernel(F) - F`` with F the surface colour beside them.
+    colour; soft-edge pixels ``pixel + kernel(F) - F`` with F the surface colour beside them,
+    mixed into the plain edit above ``blend.NEAR_FULL``.
     ``kernel(lin, rows)`` edits linear H' x W x 3 colours of the window's rows ``rows``."""
     h, w = alpha.shape
     out = torch.empty((h, w, 3), dtype=torch.float32, device=rgb.device)
@@ -34,8 +35,12 @@ def pixelwise(rgb: torch.Tensor, alpha: torch.Tensor, foreground: torch.Tensor |
         edited = ops.to_srgb255(kernel(lin, rows))
         if foreground is not None:
             fg = foreground[rows]
-            soft = ((alpha[rows] > 0) & (alpha[rows] < 1.0))[..., None]
-            edited = torch.where(soft, ops.to_srgb255(lin + kernel(fg, rows) - fg), edited)
+            a = alpha[rows]
+            soft = ((a > 0) & (a < 1.0))[..., None]
+            changed = ops.to_srgb255(lin + kernel(fg, rows) - fg)
+            ramp = ((a - blend.NEAR_FULL) / (1 - blend.NEAR_FULL)).clamp_min(0.0)[..., None]
+            changed = torch.where(ramp > 0, changed + (edited - changed) * ramp, changed)
+            edited = torch.where(soft, changed, edited)
         out[rows] = edited
     return out
 

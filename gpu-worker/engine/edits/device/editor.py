@@ -44,13 +44,13 @@ def apply_on_device(image: np.ndarray, edits: Sequence[Edit], protect: Any, devi
         protect_t = None if protect is None else on_device(protect, device)
         band = edge_band_px(image.shape)
         for edit in edits:
-            _apply_one(out, edit, protect_t, band, tools)
+            _apply_one(out, original, edit, protect_t, band, tools)
         if protect_t is not None:
             out = torch.where(protect_t[..., None], original, out)
         return out.cpu().numpy()
 
 
-def _apply_one(out: torch.Tensor, edit: Edit, protect: torch.Tensor | None, band: int,
+def _apply_one(out: torch.Tensor, original: torch.Tensor, edit: Edit, protect: torch.Tensor | None, band: int,
                tools: DeviceTools) -> None:
     mask = on_device(edit.mask, out.device)
     region = mask if protect is None else mask & ~protect
@@ -68,7 +68,7 @@ def _apply_one(out: torch.Tensor, edit: Edit, protect: torch.Tensor | None, band
     touched = alpha > 0
     if not bool(touched.any()):
         return
-    edited = action.edit(edit.op, rgb, alpha, win_region, band, tools)
+    edited = action.edit(edit.op, rgb, alpha, win_region, band, tools, original[window])
     base = rgb.float()
     blended = (base + (edited - base) * alpha[..., None] + 0.5).clamp(0, 255).to(torch.uint8)
     out[window] = torch.where(touched[..., None], blended, rgb)

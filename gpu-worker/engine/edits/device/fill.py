@@ -1,11 +1,17 @@
 """Remove's fill (engine/edits/remove.py) with its full-resolution work on a torch device.
 
-``PatchInpainter`` fills the hole at a reduced resolution (long side 256), patch by patch; that
-search is sequential and small, and stays on the host, as does the area reduction it starts
-from (the window's uint8 pixels go to the host once, so the search sees the numpy path's very
-values). What scales with the photo runs on the device: the synthesis at full resolution (every
-hole pixel copies the pixel its patch's source points to, corrected by the work-resolution
-fill's low frequencies). Any other inpainter runs as it is, on the window brought to the host.
+A device fill takes the window (uint8 H x W x 3), the hole (bool H x W) and the guide (the
+window before this photo's edits, on which the discrete choices are made) and returns the
+filled window. ``device_fill`` picks the device version of an inpainter:
+
+- ``PatchInpainter`` fills the hole at a reduced resolution (long side 256), patch by patch; that
+  search is sequential and small, and stays on the host, as does the area reduction it starts
+  from (the guide's uint8 pixels go to the host once, so the search sees the numpy path's very
+  values). What scales with the photo runs on the device: the chosen sources read in the
+  window's own reduction, and the synthesis at full resolution (every hole pixel copies the
+  pixel its patch's source points to, corrected by the work-resolution fill's low frequencies).
+- ``StructureInpainter``: engine/edits/device/structure.py, with this patch fill for its wide parts.
+- Any other inpainter runs as it is, on the window brought to the host.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ import numpy as np
 import torch
 
 from engine.edits.device import ops
+from engine.edits.device.structure import DeviceStructureFill
 from engine.edits.remove import Inpainter, PatchInpainter
+from engine.edits.structure_fill import StructureInpainter
 
-DeviceFill = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+DeviceFill = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (rgb, hole, guide) -> filled
 
 
 @lru_cache(maxsize=32)
@@ -61,31 +69,49 @@ def sample_bilinear(small: torch.Tensor, qy: torch.Tensor, qx: torch.Tensor, ful
 
 
 def patch_fill(inpainter: PatchInpainter) -> DeviceFill:
-    def fill(rgb: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        """``PatchInpainter.inpaint``: ``rgb`` uint8 H x W x 3, ``hole`` bool -> uint8 H x W x 3."""
+    def fill(rgb: torch.Tensor, hole: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """``PatchInpainter.inpaint``: uint8 H x W x 3 window and guide, ``hole`` bool -> uint8 H x W x 3."""
         if bool(hole.all()):
             mean = rgb.reshape(-1, 3).double().mean(0).to(torch.uint8)
             return mean.expand_as(rgb).clone()
         img = rgb.float() / 255.0
-        # the reduction on the host, from the same uint8 window: the exemplar search is discrete,
-        # and a reduction that differs in the last float bit can pick another patch
-        work, work_hole = inpainter.reduce(rgb.cpu().numpy().astype(np.float32) / 255.0, hole.cpu().numpy())
+        # the reduction on the host, from the guide's uint8 pixels: the exemplar search is
+        # discrete, and a reduction that differs in the last float bit can pick another patch
+        work, work_hole = inpainter.reduce(guide.cpu().numpy().astype(np.float32) / 255.0, hole.cpu().numpy())
         scaled = work_hole.shape != tuple(hole.shape)
-        filled, off_y, off_x, shift = inpainter._fill(work, work_hole)
+        searched, off_y, off_x, shift = inpainter._fill(work, work_hole)
         work_hole_t = torch.from_numpy(np.ascontiguousarray(work_hole)).to(rgb.device)
+        if guide is rgb or torch.equal(guide, rgb):
+            filled = torch.from_numpy(searched).to(rgb.device)
+        else:
+            own = area_resize(img, work_hole.shape) if scaled else img
+            filled = _render(own, work_hole_t, off_y, off_x, shift)
         return _synthesise(rgb, img, hole, filled, work_hole_t, off_y, off_x, shift, scaled)
 
     return fill
 
 
-def _synthesise(rgb: torch.Tensor, img: torch.Tensor, hole: torch.Tensor, filled_np: np.ndarray,
+def _render(work: torch.Tensor, work_hole: torch.Tensor, off_y: np.ndarray, off_x: np.ndarray,
+            shift: np.ndarray) -> torch.Tensor:
+    """``PatchInpainter.render`` on the device."""
+    ys, xs = work_hole.nonzero().unbind(1)
+    dy = torch.from_numpy(off_y).to(work.device)[ys, xs].long()
+    dx = torch.from_numpy(off_x).to(work.device)[ys, xs].long()
+    if not (bool(dy.any()) or bool(dx.any())):
+        return torch.from_numpy(PatchInpainter.render(work.cpu().numpy(), work_hole.cpu().numpy(), off_y, off_x,
+                                                      shift)).to(work.device)
+    filled = work.clone()
+    filled[ys, xs] = work[ys + dy, xs + dx] + torch.from_numpy(shift).to(work.device)[ys, xs, None]
+    return filled
+
+
+def _synthesise(rgb: torch.Tensor, img: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor,
                 work_hole: torch.Tensor, off_y: np.ndarray, off_x: np.ndarray, shift: np.ndarray,
                 scaled: bool) -> torch.Tensor:
     """``PatchInpainter._synthesise`` on the device."""
     device = rgb.device
     h, w = hole.shape
-    eh, ew = filled_np.shape[:2]
-    filled = torch.from_numpy(filled_np).to(device)
+    eh, ew = filled.shape[:2]
     qy, qx = hole.nonzero().unbind(1)
     cy = torch.minimum(qy * eh // h, torch.tensor(eh - 1, device=device))
     cx = torch.minimum(qx * ew // w, torch.tensor(ew - 1, device=device))
@@ -112,12 +138,17 @@ def _synthesise(rgb: torch.Tensor, img: torch.Tensor, hole: torch.Tensor, filled
 
 def host_fill(inpainter: Inpainter) -> DeviceFill:
     """Any inpainter, on the window brought to the host and its result sent back."""
-    def fill(rgb: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(inpainter.inpaint(rgb.cpu().numpy(), hole.cpu().numpy())).to(rgb.device)
+    def fill(rgb: torch.Tensor, hole: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        filled = inpainter.inpaint(rgb.cpu().numpy(), hole.cpu().numpy(), guide.cpu().numpy())
+        return torch.from_numpy(filled).to(rgb.device)
 
     return fill
 
 
 def device_fill(inpainter: Inpainter) -> DeviceFill:
     """The device version of ``inpainter`` where there is one, else ``host_fill``."""
-    return patch_fill(inpainter) if isinstance(inpainter, PatchInpainter) else host_fill(inpainter)
+    if isinstance(inpainter, StructureInpainter):
+        return DeviceStructureFill(inpainter, device_fill(inpainter.fallback))
+    if isinstance(inpainter, PatchInpainter):
+        return patch_fill(inpainter)
+    return host_fill(inpainter)

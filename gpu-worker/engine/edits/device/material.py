@@ -26,6 +26,12 @@ def _mod(t: torch.Tensor, m: float) -> torch.Tensor:
     return torch.where(r < 0, r + m, r)
 
 
+def _divide(t: torch.Tensor, by: float) -> torch.Tensor:
+    """``t / by`` rounded as numpy rounds it: torch divides by a Python number as a product with
+    its reciprocal, a bit off at times, and a board's edge is a floor of the quotient."""
+    return t / torch.full_like(t, by)
+
+
 def value_noise(grid: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``recolor._value_noise`` at points (u, v) given in cells, on a lattice from ``noise_grid``."""
     return ops.bilinear_at(grid, _mod(v, float(CELLS)), _mod(u, float(CELLS)), wrap=True)
@@ -49,7 +55,7 @@ def dominant_orientation(l_win: torch.Tensor, region: torch.Tensor) -> float | N
     coherence = math.hypot(jxx - jyy, 2 * jxy) / max(jxx + jyy, 1e-6)
     if coherence < 0.15:
         return None
-    return 0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2
+    return round((0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2) / recolor.ANGLE_STEP) * recolor.ANGLE_STEP
 
 
 def _gaussian(x: torch.Tensor, taps: np.ndarray) -> torch.Tensor:
@@ -103,10 +109,10 @@ def pattern_at(material: str, l_win: torch.Tensor, region: torch.Tensor, seed: i
         along = xx * ca + yy * sa
         across = -xx * sa + yy * ca
         board = extent / 14.0
-        board_idx = torch.floor(across / board)
+        board_idx = torch.floor(_divide(across, board))
         length = board * 7.0
         offset = _mod(board_idx * 0.618, 1.0) * length
-        seg = torch.floor((along + offset) / length)
+        seg = torch.floor(_divide(along + offset, length))
         tone = _board_tones(board_idx, seg)
         wobble = noise(along / (board * 2.0), across / (board * 0.5))
         grain = torch.sin(2 * math.pi * (across / (board * 0.09) + 1.5 * wobble))

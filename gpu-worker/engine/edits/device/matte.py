@@ -74,8 +74,8 @@ def soft_matte(rgb: torch.Tensor, region: torch.Tensor, protect: torch.Tensor | 
     weight = trust * matte.clamp(0.0, 1.0) + (1.0 - trust) * inside
     weight = torch.where(region, torch.maximum(weight, torch.tensor(0.5, device=weight.device)),
                          torch.minimum(weight, torch.tensor(0.5, device=weight.device)))
-    weight = torch.where(region & (weight > 0.9), torch.ones_like(weight), weight)
-    weight = torch.where(~region & (weight < 0.1), torch.zeros_like(weight), weight)
+    raised, lowered = (2 * weight - 0.8).clamp_max(1.0), (2 * weight - 0.2).clamp_min(0.0)
+    weight = torch.where(region, torch.where(weight >= 0.8, raised, weight), torch.where(weight <= 0.2, lowered, weight))
     alpha = torch.where(ring, weight, alpha)
     if protect is not None:
         alpha = alpha.masked_fill(protect, 0.0)

@@ -39,8 +39,9 @@ class DeviceAction(Protocol):
     def span(self, region: torch.Tensor, protect: torch.Tensor | None, band: int) -> DeviceSpan: ...
 
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools) -> torch.Tensor:
-        """Edited window (H x W x 3 float sRGB 0..255; read where ``alpha > 0``)."""
+             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
+        """Edited window (H x W x 3 float sRGB 0..255; read where ``alpha > 0``); ``before`` is
+        ``Action.edit``'s: the window before this photo's edits."""
         ...
 
 
@@ -53,13 +54,13 @@ class _OwnRegion:
 
 class RecolorOnDevice(_OwnRegion):
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools) -> torch.Tensor:
+             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
         return recolor_window(rgb, alpha, region, op, band)
 
 
 class ToneOnDevice(_OwnRegion):
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools) -> torch.Tensor:
+             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
         return tone_window(rgb, alpha, region, op.params, band)
 
 
@@ -79,8 +80,8 @@ class RemoveOnDevice:
         return DeviceSpan(region, reach, max(32, int(0.6 * size)))
 
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools) -> torch.Tensor:
-        return tools.fill(rgb, alpha > 0).float()
+             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
+        return tools.fill(rgb, alpha > 0, before).float()
 
 
 class HostAction:
@@ -95,9 +96,10 @@ class HostAction:
                           found.pad)
 
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools) -> torch.Tensor:
+             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
         alpha_np = alpha.cpu().numpy()
-        values = self.action.edit(op, rgb.cpu().numpy(), alpha_np, region.cpu().numpy(), band, tools.host)
+        values = self.action.edit(op, rgb.cpu().numpy(), alpha_np, region.cpu().numpy(), band, tools.host,
+                                  before.cpu().numpy())
         out = rgb.float()
         out[alpha > 0] = torch.from_numpy(np.asarray(values, np.float32)).to(rgb.device)
         return out

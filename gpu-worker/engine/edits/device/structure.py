@@ -1,0 +1,309 @@
+"""``StructureInpainter`` (engine/edits/structure_fill.py) on a torch device.
+
+Everything that scales with the photo runs here: which parts of the hole are thin (a distance
+threshold, as binary dilations), the smoothed colours and texture, the grain around the hole,
+and, for every orientation, the rotated scan for each hole pixel's two ends and the blurred
+cost of crossing there. Only the histogram that picks the extra orientations (one number per
+hole pixel, two vectors) goes to the host, to the numpy code itself. The wide parts go to the
+device version of the fallback.
+
+The discrete choices come out as on the numpy path because they are computed where the order
+of arithmetic cannot matter (see structure_fill's docstring): exact float64 blurs of integers,
+integer costs, fixed-point rotation, the same float64 products for every coordinate.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+
+from engine.edits.colour import LUMA
+from engine.edits.device import ops
+from engine.edits.structure_fill import (_CHAMFER, _FAR, _NO_CROSSING, StructureInpainter, _rotation,
+                                         dyadic_gaussian, thin_threshold)
+
+if TYPE_CHECKING:
+    from engine.edits.device.fill import DeviceFill
+
+
+@lru_cache(maxsize=32)
+def octagon_rows(limit: float) -> tuple[int, ...]:
+    """Half widths of the rows of {(dx, dy): chamfer distance <= limit}, the ball of
+    ``cv2.distanceTransform(DIST_L2, 3)`` (diagonal steps, then straight ones)."""
+    a, b = _CHAMFER
+    reach = int(limit / a)
+    d = np.arange(reach + 1, dtype=np.float64)
+    lo, hi = np.minimum(d[:, None], d[None, :]), np.maximum(d[:, None], d[None, :])
+    inside = lo * b + (hi - lo) * a <= limit
+    half = [int(np.flatnonzero(row).max()) for row in inside]  # dy >= 0; row 0 always holds dx = 0
+    return tuple(half[:0:-1] + half)
+
+
+def dilate_square(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """``cv2.dilate`` by a (2 radius + 1) square (outside pixels never count), by doubling runs."""
+    for dim in (0, 1):
+        size = 2 * radius + 1
+        n = mask.shape[dim]
+        shape = list(mask.shape)
+        shape[dim] = n + 2 * radius
+        run = torch.zeros(shape, dtype=torch.bool, device=mask.device)
+        run.narrow(dim, radius, n).copy_(mask)
+        length = 1  # run[i] = OR of the padded mask over [i, i + length)
+        while 2 * length <= size:
+            kept = run.shape[dim] - length
+            run = run.narrow(dim, 0, kept) | run.narrow(dim, length, kept)
+            length *= 2
+        mask = run.narrow(dim, 0, n) | run.narrow(dim, size - length, n)
+    return mask
+
+
+def thin_part(hole: torch.Tensor, wide: float) -> torch.Tensor:
+    """``StructureInpainter.inpaint``'s thin pixels: no pixel within reach is deeper in the hole
+    than the threshold (a pixel is deep where no known pixel lies within it)."""
+    limit = thin_threshold(wide)
+    deep = hole & ~ops.dilate(~hole, octagon_rows(limit))
+    return hole & ~dilate_square(deep, max(1, int(0.75 * wide)))
+
+
+def _taps(sigma: float, exact: bool) -> np.ndarray:
+    if exact:
+        return dyadic_gaussian(sigma)
+    return cv2.getGaussianKernel(int(round(sigma * 8 + 1)) | 1, sigma, cv2.CV_64F).ravel()
+
+
+@lru_cache(maxsize=16)
+def _band(size: int, sigma: float, exact: bool) -> np.ndarray:
+    """The kernel laid along a band: row i holds the taps at columns i .. i + 2r (of the input
+    padded by r), so that a block of rows is one matrix product."""
+    taps = _taps(sigma, exact)
+    band = np.zeros((size, size + len(taps) - 1))
+    for i in range(size):
+        band[i, i : i + len(taps)] = taps
+    return band
+
+
+def _blur(x: torch.Tensor, sigma: float, exact: bool) -> torch.Tensor:
+    """Separable blur of C x H x W float64 (BORDER_REFLECT_101), block by block of rows."""
+    r = len(_taps(sigma, exact)) // 2
+    block = max(64, 2 * r)
+    band = torch.from_numpy(_band(block, sigma, exact)).to(x.device)
+
+    def along_rows(padded: torch.Tensor, n: int) -> torch.Tensor:  # C x (n + 2r) x W'
+        out = []
+        for top in range(0, n, block):
+            m = min(block, n - top)
+            out.append(band[:m, : m + 2 * r] @ padded[:, top : top + m + 2 * r])
+        return torch.cat(out, 1)
+
+    h, w = x.shape[-2:]
+    rows = along_rows(ops.pad_reflect101(x, r), h)  # C x H x (W + 2r)
+    return along_rows(rows.transpose(1, 2), w).transpose(1, 2)
+
+
+def exact_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``structure_fill.exact_blur`` of C x H x W float64: integers times taps that are multiples
+    of 2^-12, so every product and sum is exact and the bits are the numpy path's."""
+    return _blur(x, sigma, exact=True)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``cv2.GaussianBlur(x, (0, 0), sigma)`` of C x H x W float64 (to float rounding)."""
+    return _blur(x, sigma, exact=False)
+
+
+def _erode5(known: torch.Tensor) -> torch.Tensor:
+    """``cv2.erode`` by a 5 x 5 square (outside pixels never count)."""
+    return ~dilate_square(~known, 2)
+
+
+def _sobel(grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cv2.Sobel(grey, CV_64F, 1, 0)`` and ``(0, 1)`` (3 x 3, BORDER_REFLECT_101)."""
+    h, w = grey.shape
+    p = ops.pad_reflect101(grey, 1)
+    across = p[:, 2:] - p[:, :-2]  # (H + 2) x W
+    down = p[2:, :] - p[:-2, :]  # H x (W + 2)
+    gx = across[:-2] + 2 * across[1:-1] + across[2:]
+    gy = down[:, :-2] + 2 * down[:, 1:-1] + down[:, 2:]
+    return gx, gy
+
+
+def _smooth(img: torch.Tensor, known: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``structure_fill._smooth``: H x W x 3 float64."""
+    weight = exact_blur(known.double()[None], sigma)[0]
+    blurred = exact_blur((img * known[..., None]).permute(2, 0, 1), sigma).permute(1, 2, 0)
+    return blurred / weight.clamp_min(1e-3)[..., None]
+
+
+def _at(image: torch.Tensor, inverse: np.ndarray, cols: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    h, w = image.shape[:2]
+    c, r = cols.double(), rows.double()
+    x = torch.round(float(inverse[0, 0]) * c + float(inverse[0, 1]) * r + float(inverse[0, 2])).long()
+    y = torch.round(float(inverse[1, 0]) * c + float(inverse[1, 1]) * r + float(inverse[1, 2])).long()
+    return image[y.clamp(0, h - 1), x.clamp(0, w - 1)]
+
+
+def _rotated_rows(known: torch.Tensor, inverse: np.ndarray, rows: torch.Tensor, width: int) -> torch.Tensor:
+    """``structure_fill.rotated_rows``."""
+    h, w = known.shape
+    cols, r = torch.arange(width, dtype=torch.float64, device=known.device), rows.double()
+
+    def source(k: int) -> torch.Tensor:
+        per_row = torch.round((float(inverse[k, 1]) * r + float(inverse[k, 2])) * 1024).long() + 512
+        per_col = torch.round(float(inverse[k, 0]) * cols * 1024).long()
+        return (per_row[:, None] + per_col[None, :]) >> 10
+
+    x, y = source(0), source(1)
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    return inside & known.reshape(-1)[(y.clamp(0, h - 1) * w + x.clamp(0, w - 1))]
+
+
+def _scan(known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    cols = torch.arange(known.shape[1], device=known.device)[None, :]
+    left = torch.where(known, cols, -1).cummax(1).values
+    right = torch.where(known, cols, _FAR).flip(1).cummin(1).values.flip(1)
+    return left, right
+
+
+def _percentile(values: torch.Tensor, q: float) -> float:
+    """``np.percentile(values, q)``, with numpy's own interpolation."""
+    values = values.reshape(-1)
+    at = q / 100 * (values.numel() - 1)
+    lo = int(math.floor(at))
+    ordered = values.sort().values
+    a, b = float(ordered[lo]), float(ordered[min(lo + 1, values.numel() - 1)])
+    t = at - lo
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+
+class DeviceStructureFill:
+    """``StructureInpainter.inpaint`` with tensors: ``(rgb, hole, guide)`` -> uint8 H x W x 3."""
+
+    def __init__(self, inpainter: StructureInpainter, fallback: DeviceFill) -> None:
+        self.inpainter = inpainter
+        self.fallback = fallback
+
+    def __call__(self, rgb: torch.Tensor, hole: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        if not bool(hole.any()):
+            return rgb.clone()
+        if bool(hole.all()):
+            return self.fallback(rgb, hole, guide)
+        wide = self.inpainter.wide_gap * max(hole.shape)
+        thin = thin_part(hole, wide)
+        ys, xs = hole.nonzero().unbind(1)
+        blend = torch.ones(ys.numel(), dtype=torch.float32, device=rgb.device)
+        out = rgb.clone()
+        if bool(thin.any()):
+            values, gap = self._fill_thin(rgb, hole, thin, wide, guide)
+            ty, tx = thin.nonzero().unbind(1)
+            out[ty, tx] = (values + 0.5).clamp(0, 255).to(torch.uint8)
+            weight = torch.ones(hole.shape, dtype=torch.float32, device=rgb.device)
+            weight[ty, tx] = ((gap - wide) / max(0.5 * wide, 1.0)).clamp(0.0, 1.0)
+            blend = weight[ys, xs]
+        if bool((blend > 0).any()):
+            base = self.fallback(rgb, hole, guide)[ys, xs].float()
+            mixed = out[ys, xs].float() * (1 - blend[:, None]) + base * blend[:, None]
+            out[ys, xs] = (mixed + 0.5).clamp(0, 255).to(torch.uint8)
+        return out
+
+    def _fill_thin(self, rgb: torch.Tensor, hole: torch.Tensor, thin: torch.Tensor, wide: float,
+                   guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.inpainter
+        h, w = hole.shape
+        margin = int(math.ceil(2.0 * wide)) + 4
+        rows, cols = thin.any(1).nonzero()[:, 0], thin.any(0).nonzero()[:, 0]
+        y0, y1 = max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + margin + 1)
+        x0, x1 = max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + margin + 1)
+        img = rgb[y0:y1, x0:x1].double()
+        known = ~hole[y0:y1, x0:x1]
+        query = thin[y0:y1, x0:x1]
+        smooth = _smooth(img, known, p.smooth_sigma)
+        window_guide = guide[y0:y1, x0:x1]
+        same = guide is rgb or torch.equal(window_guide, rgb[y0:y1, x0:x1])
+        decide_on = smooth if same else _smooth(window_guide.double(), known, p.smooth_sigma)
+        detail = img - smooth
+        source = _erode5(known)
+        ring = source & dilate_square(query, 12)
+        limit = 2.0 * _percentile(detail[ring].abs(), 84) if bool(ring.any()) else 0.0
+        fill, shift_y, shift_x, gap = self._directional(smooth, decide_on, known, query, 0.01 * max(h, w), 1.5 * wide)
+        ys, xs = query.nonzero().unbind(1)
+        sy = torch.round(ys.double() + shift_y).long().clamp(0, known.shape[0] - 1)
+        sx = torch.round(xs.double() + shift_x).long().clamp(0, known.shape[1] - 1)
+        texture = torch.where(source[sy, sx][:, None], detail[sy, sx].clamp(-limit, limit), 0.0)
+        return fill + texture, gap
+
+    def _directional(self, smooth: torch.Tensor, decide_on: torch.Tensor, known: torch.Tensor, hole: torch.Tensor,
+                     unit: float, longest: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``StructureInpainter._directional``."""
+        p = self.inpainter
+        device = hole.device
+        h, w = hole.shape
+        ys, xs = hole.nonzero().unbind(1)
+        n = ys.numel()
+        best_cost = torch.full((n,), math.inf, dtype=torch.float64, device=device)
+        best_fill = torch.zeros((n, 3), dtype=torch.float64, device=device)
+        best_shift = torch.zeros(n, dtype=torch.float32, device=device)
+        best_index = torch.zeros(n, dtype=torch.long, device=device)
+        shortest = torch.full((n,), math.inf, dtype=torch.float32, device=device)
+        sigma = max(1.0, 1.5 * p.smooth_sigma)
+        grain, coherence = self._grain(decide_on, known, ys, xs, unit)
+        angles = p._angles(grain.cpu().numpy(), coherence.cpu().numpy())
+        plane = torch.zeros((h, w), dtype=torch.float64, device=device)
+        yd, xd = ys.double(), xs.double()
+        per_span = p.gap_cost / unit
+        for index, angle in enumerate(angles):
+            m, size = _rotation((h, w), angle)
+            inverse = cv2.invertAffineTransform(m)
+            rx = torch.round(float(m[0, 0]) * xd + float(m[0, 1]) * yd + float(m[0, 2])).long().clamp(0, size[0] - 1)
+            ry = torch.round(float(m[1, 0]) * xd + float(m[1, 1]) * yd + float(m[1, 2])).long().clamp(0, size[1] - 1)
+            lines, line = torch.unique(ry, sorted=True, return_inverse=True)
+            left, right = _scan(_rotated_rows(known, inverse, lines, size[0]))
+            lc, rc = left[line, rx], right[line, rx]
+            has_l, has_r = lc >= 0, rc < _FAR
+            end_l, end_r = lc.clamp_min(0), rc.clamp_max(size[0] - 1)
+            dl, dr = (rx - lc).float(), (rc - rx).float()
+            both = has_l & has_r
+            span = torch.where(both, dl + dr, torch.where(has_l, dl, dr))
+            t = torch.where(both, dl / (dl + dr).clamp_min(1), 0.0)[:, None]
+            il, ir = _at(smooth, inverse, end_l, ry), _at(smooth, inverse, end_r, ry)
+            value = torch.where(both[:, None], il * (1 - t) + ir * t, torch.where(has_l[:, None], il, ir))
+            d = _at(decide_on, inverse, end_l, ry) - _at(decide_on, inverse, end_r, ry)
+            one_sided = torch.where(has_l | has_r, p.one_sided_cost, _NO_CROSSING).double()
+            mismatch = torch.where(both, d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2], one_sided)
+            mismatch = torch.where(span <= longest, mismatch, _NO_CROSSING)
+            shortest = torch.minimum(shortest, torch.where(both, span, math.inf))
+            plane[ys, xs] = torch.round(mismatch + span.double() * per_span)
+            cost = exact_blur(plane[None], sigma)[0][ys, xs]
+            cost += torch.round(p.grain_cost * coherence * torch.sin(angle - grain) ** 2)
+            better = cost < best_cost
+            if not bool(better.any()):
+                continue
+            width = (rc - lc - 1).float()
+            from_left = has_l & ((dl <= dr) | ~has_r)
+            shift = torch.where(both, torch.where(from_left, -width, width),
+                                torch.where(has_l, -2 * dl + 1, 2 * dr - 1))
+            best_cost = torch.where(better, cost, best_cost)
+            best_fill = torch.where(better[:, None], value, best_fill)
+            best_shift = torch.where(better, shift, best_shift)
+            best_index = torch.where(better, index, best_index)
+        sines = torch.tensor([math.sin(a) for a in angles], dtype=torch.float64, device=device)[best_index]
+        cosines = torch.tensor([math.cos(a) for a in angles], dtype=torch.float64, device=device)[best_index]
+        return best_fill, best_shift * sines, best_shift * cosines, shortest
+
+    def _grain(self, smooth: torch.Tensor, known: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, unit: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``StructureInpainter._grain``."""
+        luma = [float(v) for v in LUMA]
+        grey = smooth[..., 0] * luma[0] + smooth[..., 1] * luma[1] + smooth[..., 2] * luma[2]
+        gx, gy = _sobel(grey)
+        inner = _erode5(known).double()
+        sigma = max(3.0, self.inpainter.tensor_sigma * 100 * unit)
+        norm = gaussian_blur(inner[None], sigma)[0].clamp_min(1e-6)
+        tensor = gaussian_blur(torch.stack([gx * gx * inner, gy * gy * inner, gx * gy * inner]), sigma) / norm
+        jxx, jyy, jxy = tensor[:, ys, xs]
+        coherence = torch.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy).clamp_min(1e-3)
+        return 0.5 * torch.atan2(2 * jxy, jxx - jyy) + math.pi / 2, coherence
