@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from engine.edits.colour import LUMA
 from engine.edits.device import ops
@@ -88,8 +89,15 @@ def _band(size: int, sigma: float, exact: bool) -> np.ndarray:
 
 
 def _blur(x: torch.Tensor, sigma: float, exact: bool) -> torch.Tensor:
-    """Separable blur of C x H x W float64 (BORDER_REFLECT_101), block by block of rows."""
-    r = len(_taps(sigma, exact)) // 2
+    """Separable blur of C x H x W float64 (BORDER_REFLECT_101): a convolution for short
+    kernels, block by block of rows as matrix products for long ones (float64 never runs in
+    reduced precision)."""
+    taps = _taps(sigma, exact)
+    r = len(taps) // 2
+    if len(taps) <= 31:
+        k = torch.from_numpy(np.ascontiguousarray(taps)).to(x.device)
+        padded = ops.pad_reflect101(x, r)[:, None]
+        return F.conv2d(F.conv2d(padded, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))[:, 0]
     block = max(64, 2 * r)
     band = torch.from_numpy(_band(block, sigma, exact)).to(x.device)
 

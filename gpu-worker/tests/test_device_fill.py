@@ -1,0 +1,138 @@
+"""Remove's fills on the device (engine/edits/device/fill.py, structure.py) against the numpy
+fills: the default StructureInpainter and the PatchInpainter, alone and after other edits.
+
+The discrete choices (thin or wide, orientation, exemplar source) must come out the same on
+both paths, so their building blocks are checked bit for bit; the fills within one level,
+protected pixels byte for byte; on the CPU here and on CUDA where present."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engine.actions import Tools
+from engine.applier import Edit, apply_edits_with
+from engine.edits import structure_fill
+from engine.edits.backend import NumpyBackend
+from engine.edits.device import structure
+from engine.edits.device.editor import apply_on_device
+from engine.edits.device.fill import device_fill
+from engine.edits.device.registry import DeviceTools
+from engine.edits.remove import PatchInpainter
+from engine.edits.structure_fill import StructureInpainter
+from tests.test_device_edits import ACTIONS, DEVICES, SCENES, TARGETS
+
+INPAINTERS = {"structure": StructureInpainter, "patch": PatchInpainter}
+
+
+def tools_for(name: str) -> DeviceTools:
+    return DeviceTools(device_fill(INPAINTERS[name]()), Tools(NumpyBackend(), INPAINTERS[name]()))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return {name: make() for name, make in SCENES.items()}
+
+
+def _blob(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    noise = cv2.GaussianBlur(rng.standard_normal((h, w)), (0, 0), float(rng.uniform(3, 12)))
+    return noise > np.quantile(noise, rng.uniform(0.4, 0.9))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_choices_building_blocks_give_the_numpy_bits(device):
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        h, w = (int(v) for v in rng.integers(40, 260, 2))
+        hole = _blob(rng, h, w)
+        wide = 0.025 * max(h, w)
+        depth = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3)
+        reach = max(1, int(0.75 * wide))
+        thin = hole & (cv2.dilate(depth, np.ones((2 * reach + 1,) * 2, np.uint8))
+                       <= structure_fill.thin_threshold(wide))
+        hole_t = torch.from_numpy(hole).to(device)
+        assert np.array_equal(structure.thin_part(hole_t, wide).cpu().numpy(), thin)
+        plane = rng.integers(0, 1 << 22, (h, w)).astype(np.float64)
+        for sigma in (1.5, 2.25):
+            ours = structure_fill.exact_blur(plane, sigma)
+            theirs = structure.exact_blur(torch.from_numpy(plane).to(device)[None], sigma)[0].cpu().numpy()
+            assert np.array_equal(ours, theirs)
+        m, size = structure_fill._rotation((h, w), float(rng.uniform(0, math.pi)))
+        inverse = cv2.invertAffineTransform(m)
+        rows = np.sort(rng.choice(size[1], 20, replace=False))
+        ours = structure_fill.rotated_rows(~hole, inverse, rows, size[0])
+        theirs = structure._rotated_rows(~hole_t, inverse, torch.from_numpy(rows).to(device), size[0])
+        assert np.array_equal(ours, theirs.cpu().numpy())
+    values = rng.random(1001)
+    assert structure._percentile(torch.from_numpy(values), 84) == float(np.percentile(values, 84))
+
+
+def test_the_thin_threshold_lies_between_two_chamfer_distances():
+    a, b = structure_fill._CHAMFER
+    for wide in (3.0, 9.0, 12.0, 25.6, 100.0):
+        limit = structure_fill.thin_threshold(wide)
+        assert abs(limit - 0.75 * wide) < 0.5
+        gaps = [abs(n * a + m * b - limit) for n in range(int(limit / a) + 3) for m in range(int(limit / b) + 3)]
+        assert min(gaps) > 1e-4
+
+
+def _remove_case(scene: str, rendered):
+    rgb, masks = rendered[scene]
+    names = TARGETS[scene] or tuple(n for n in masks if n != "Background")
+    protect = np.zeros(rgb.shape[:2], bool)
+    for name in ("Window", "Frame_Molding", "Glass_highlight"):
+        if name in masks:
+            protect |= masks[name]
+    if not protect.any():
+        protect[:, ::7] = True
+    return rgb, masks, names, protect
+
+
+def _compare(rgb, edits, protect, inpainter: str, device: str) -> None:
+    ours = apply_edits_with(rgb, edits, protect, inpainter=INPAINTERS[inpainter]())
+    theirs = apply_on_device(rgb, edits, protect, torch.device(device), tools_for(inpainter))
+    diff = np.abs(ours.astype(np.int16) - theirs.astype(np.int16))
+    assert (ours != rgb).any(axis=2).sum() > 500
+    assert diff.max() <= 1, f"max abs diff {diff.max()} on {(diff > 1).any(axis=2).sum()} pixels"
+    assert np.array_equal(theirs[protect], rgb[protect]) and np.array_equal(ours[protect], rgb[protect])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("scene", list(SCENES))
+def test_structure_fill_on_the_device_matches_numpy(scenes, scene, device):
+    rgb, masks, names, protect = _remove_case(scene, scenes)
+    _compare(rgb, [Edit(ACTIONS["remove"], masks[names[-1]])], protect, "structure", device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("scene,inpainter", [(s, "structure") for s in SCENES] + [("room", "patch")])
+def test_recolor_tone_recolor_remove_match_numpy(scenes, scene, inpainter, device):
+    """Each path leaves the recolors a level apart here and there; the remove that follows
+    decides its sources on the photo before the edits, so it picks the same ones."""
+    rgb, masks, names, protect = _remove_case(scene, scenes)
+    first, middle = names[0], names[min(1, len(names) - 1)]
+    edits = [Edit(ACTIONS["recolor"], masks[first]), Edit(ACTIONS["tone"], masks[middle]),
+             Edit(ACTIONS["recolor-wood"], masks[middle]), Edit(ACTIONS["remove"], masks[names[-1]])]
+    _compare(rgb, edits, protect, inpainter, device)
+
+
+@pytest.mark.parametrize("name", list(INPAINTERS))
+def test_the_fill_decides_on_the_guide_and_takes_its_colours_from_the_window(scenes, name):
+    rgb, masks = scenes["room"]
+    hole = cv2.dilate(masks["Furniture"].astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    # the window as an earlier edit may have left it: a level off at a third of its pixels
+    nudged = np.clip(rgb.astype(np.int16) + (np.random.default_rng(2).random(rgb.shape) < 0.33), 0, 255)
+    nudged = nudged.astype(np.uint8)
+    inpainter = INPAINTERS[name]()
+    plain = inpainter.inpaint(rgb, hole)
+    guided = inpainter.inpaint(nudged, hole, guide=rgb)
+    unguided = inpainter.inpaint(nudged, hole)
+    assert np.array_equal(guided[~hole], nudged[~hole])
+    assert np.abs(guided.astype(np.int16) - plain.astype(np.int16))[hole].max() <= 2
+    # without the guide the level moves the choices, and with them whole patches
+    assert np.abs(unguided.astype(np.int16) - plain.astype(np.int16))[hole].max() > 8
+    assert np.array_equal(inpainter.inpaint(rgb, hole, guide=rgb.copy()), plain)
