@@ -12,6 +12,14 @@ it moved by more than ``DE_VISIBLE`` (CIEDE2000) from the photo:
   soft edge the edits may blend over, within the band) that changed.
 - ``off_exact``: the stricter comparison, the share of band pixels further than ``DE_VISIBLE``
   from the result of the exact masks (a half-painted pixel on the outline counts here).
+
+Protected pixels. Where a promise and a quality figure meet, the promise wins and the figure
+counts what the promise keeps as right: an edit's protect mask is a promise (those pixels stay
+byte-identical), so a pixel the edit under test protects is right, whatever the truth says.
+``judged_region`` applies this to every edit alike, coarse and fitted: each is judged on the true
+mask minus the true protect masks minus its own protect mask, against the exact-mask edit made
+under the same promise. (A coarse protect mask smeared onto the wall excuses the coarse edit
+there, not a fitted edit whose own protect mask does not hold those pixels.)
 """
 
 from __future__ import annotations
@@ -28,6 +36,17 @@ DE_VISIBLE = 3.0
 
 def _delta_e(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ciede2000(srgb_to_lab(a.astype(np.float64)), srgb_to_lab(b.astype(np.float64)))
+
+
+def judged_region(true_mask: np.ndarray, true_protect: np.ndarray | None,
+                  own_protect: np.ndarray | None) -> np.ndarray:
+    """The pixels an edit is judged on: the true mask minus what the truth protects and what
+    the edit under test protects (its promise)."""
+    region = true_mask.copy()
+    for protect in (true_protect, own_protect):
+        if protect is not None:
+            region &= ~protect
+    return region
 
 
 def outline_scores(before: np.ndarray, after: np.ndarray, reference: np.ndarray, region: np.ndarray,

@@ -10,12 +10,21 @@ turns it into a mask whose outline follows the photo:
    (a size relative to the photo, since the grid is).
 2. Band: the mask is certain deeper than ``band`` pixels (``BAND_CELLS`` grid cells) inside
    ("sure inside") or outside ("sure outside"); only the band between is decided again.
-3. Decide the band from local colour: around each band pixel, the mean and spread of the
-   photo's colour (CIELAB, lightly smoothed against sensor noise) over the sure-inside and the
-   sure-outside pixels within ``2 * band``. A band pixel is inside when it is nearer the inside
-   mean than the outside one and within ``OUTLIER_SIGMAS`` spreads of the inside mean (a white
-   frame between a beige wall and a dark door belongs to neither and stays out). Where the two
-   sides do not look different enough for that (``SEPARATION`` spreads), the coarse mask is kept.
+3. Decide the band from the photo's edges first, its colours second. Around each band pixel,
+   the mean and spread of the photo's colour (CIELAB, lightly smoothed against sensor noise)
+   over the sure-inside and the sure-outside pixels within ``2 * band``. An edge pixel is one
+   where the colour steps (over ``EDGE_SCALE_CELLS`` of a cell) by more than ``EDGE_MIN`` and
+   than ``EDGE_TEXTURE`` times the inside's own texture. Then:
+   - a flat (non-edge) pixel reached from one sure side only, within the band's width, without
+     crossing an edge, belongs to that side (a geodesic dilation: shading may drift, an edge
+     stops it; a gap in an edge lets the other side in only near the gap);
+   - reached from both (no edge between the sides): by colour - inside when nearer the inside
+     mean than the outside one and within ``OUTLIER_SIGMAS`` spreads of the inside mean; where
+     the sides do not differ by ``SEPARATION`` spreads, the coarse mask is kept;
+   - reached from neither, a pocket between edges (a white frame between a wall and a door, a
+     molding, a third colour): colour may only take it out of the coarse mask, never add it;
+   - an edge pixel goes with the side whose flat pixels just across the edge its colour is
+     nearer, so the outline runs through the middle of the step.
 4. A majority filter removes single-pixel speckle along the new outline, then step 1 again.
 
 The matte of the edits (engine/edits/blend.py) then anti-aliases along the same photo edges.
@@ -37,6 +46,10 @@ OUTLIER_SIGMAS = 3.0  # a band pixel farther than this from the inside colour is
 SEPARATION = 2.0  # sides closer than this (in spreads) are not told apart by colour
 NOISE_FLOOR = 1.5  # CIELAB variance added to every spread (about 1.2 dE of noise)
 SMOOTH_SIGMA = 0.8  # px; denoises the colours the band is decided on
+EDGE_MIN = 2.0  # CIELAB units (half a step, see _edge_strength): weaker colour steps are not edges
+EDGE_SCALE_CELLS = 0.3  # edges are measured over this share of a prediction cell (1 px at 1 MP)
+EDGE_REACH = 3  # an edge pixel's colour is compared with the flat pixels this near (in edge scales)
+EDGE_TEXTURE = 2.5  # nor are steps less than this many times the inside's mean gradient (wood grain)
 # The band's half width in cells: the prediction's own displacement (up to a cell) plus a mask
 # running a cell into its neighbour (a wall over the door frame).
 BAND_CELLS = 2.0
@@ -105,10 +118,12 @@ def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) ->
     out = cleaned.copy()
     radius = 2 * band
     step = max(1, radius // 4)
+    edge_scale = max(1, round(EDGE_SCALE_CELLS * cell))
     for tile in tiles_where(unknown, step, radius + 2 * step + 2):
         need = np.zeros(unknown[tile.src].shape, bool)
         need[tile.inner] = unknown[tile.out]
-        decided = _decide(rgb[tile.src], cleaned[tile.src], sure_in[tile.src], sure_out[tile.src], need, radius, step)
+        decided = _decide(rgb[tile.src], cleaned[tile.src], sure_in[tile.src], sure_out[tile.src], need, radius, step,
+                          edge_scale)
         out[tile.out][unknown[tile.out]] = decided
     # majority of each 3 x 3 neighbourhood, on the band only
     smooth = cv2.medianBlur(out.astype(np.uint8) * 255, 3) > 127
@@ -123,24 +138,97 @@ def fit_protect(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None)
 
 
 def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: np.ndarray, need: np.ndarray,
-            radius: int, step: int) -> np.ndarray:
+            radius: int, step: int, scale: int) -> np.ndarray:
     """The inside/outside decision for the ``need`` pixels of one tile (with its margin), in
     row-major order."""
     lab = cv2.cvtColor(rgb.astype(np.float32) * (1 / 255), cv2.COLOR_RGB2Lab)
     lab = cv2.GaussianBlur(lab, (0, 0), SMOOTH_SIGMA)
-    mean_in, var_in, have_in = _robust_stats(lab, sure_in, radius, step)
-    mean_out, var_out, have_out = _robust_stats(lab, sure_out, radius, step)
-    lab, coarse = lab[need], coarse[need]
-    mean_in, var_in, have_in = mean_in[need], var_in[need], have_in[need]
-    mean_out, var_out, have_out = mean_out[need], var_out[need], have_out[need]
-    d_in, d_out, sep = _sq_dist(lab, mean_in), _sq_dist(lab, mean_out), _sq_dist(mean_in, mean_out)
-    spread_in, spread_out = var_in + NOISE_FLOOR, var_out + NOISE_FLOOR
+    sq = _sq_dist(lab, 0.0)
+    mean_in, var_in, have_in = _robust_stats(lab, sq, sure_in, radius, step)
+    mean_out, var_out, have_out = _robust_stats(lab, sq, sure_out, radius, step)
+    # Edges: colour steps larger than a floor and than the inside's own texture (wood grain).
+    strength = _edge_strength(lab, scale)
+    texture = _local_mean(strength, sure_in, radius, step)
+    edge = strength >= np.maximum(EDGE_MIN, EDGE_TEXTURE * texture)
+    flat = ~edge
+    steps = radius // 2  # the band's width: reach stays local, a gap in an edge leaks only near it
+    reach_in = _reach(sure_in, edge | sure_out, steps, scale) & flat
+    reach_out = _reach(sure_out, edge | sure_in, steps, scale) & flat
+
+    # Colour, on the band and the few pixels around it an edge pixel's decision looks at.
+    work = cv2.dilate(need.astype(np.uint8), np.ones((2 * EDGE_REACH * scale + 1,) * 2, np.uint8)) > 0
+    lab_w = lab[work]
+    mi, mo = mean_in[work], mean_out[work]
+    d_in, d_out = _sq_dist(lab_w, mi), _sq_dist(lab_w, mo)
+    spread_in, spread_out = var_in[work] + NOISE_FLOOR, var_out[work] + NOISE_FLOOR
+    both_sides = have_in[work] & have_out[work]
     like_inside = d_in <= OUTLIER_SIGMAS**2 * spread_in
-    told_apart = have_in & have_out & (sep > SEPARATION**2 * (spread_in + spread_out))
+    told_apart = both_sides & (_sq_dist(mi, mo) > SEPARATION**2 * (spread_in + spread_out))
     by_colour = (d_in < d_out) & like_inside
+    coarse_w = coarse[work]
     # with no sure-outside pixels near (a mask reaching the frame's edge), only the outlier test
-    only_inside = have_in & ~have_out
-    return np.where(told_apart, by_colour, np.where(only_inside, coarse & like_inside, coarse))
+    only_inside = have_in[work] & ~have_out[work]
+    colour_rule = np.where(told_apart, by_colour, np.where(only_inside, coarse_w & like_inside, coarse_w))
+    # Reached from one side only without crossing an edge: that side. From both (no edge between
+    # the sides): by colour. From neither, a pocket between edges (a frame, a molding): colour may
+    # only take pixels out of the coarse mask, never add - nothing says which side it is on.
+    flat_w, in_w, out_w = flat[work], reach_in[work], reach_out[work]
+    pocket = flat_w & ~in_w & ~out_w & both_sides
+    decided = sure_in.copy()
+    decided[work] = np.where(flat_w & (in_w ^ out_w) & both_sides, in_w,
+                             np.where(pocket, coarse_w & by_colour, colour_rule))
+    # An edge pixel goes with the side whose flat pixels just across the edge its colour is
+    # nearer: the outline runs through the middle of the step (a white frame's first pixel is
+    # frame). With flat pixels of one side only near (a crease, a crack) it goes with that side.
+    near_in, have_near_in = _masked_mean(lab, flat & decided, EDGE_REACH, scale)
+    near_out, have_near_out = _masked_mean(lab, flat & ~decided, EDGE_REACH, scale)
+    ridge = need & edge & (have_near_in | have_near_out)
+    lab_r = lab[ridge]
+    nearer_in = np.where(have_near_in[ridge] & have_near_out[ridge],
+                         _sq_dist(lab_r, near_in[ridge]) < _sq_dist(lab_r, near_out[ridge]), have_near_in[ridge])
+    decided[ridge] = nearer_in
+    return decided[need]
+
+
+def _edge_strength(lab: np.ndarray, scale: int) -> np.ndarray:
+    """Half the colour step across each pixel over ``2 * scale`` pixels, the larger of the two
+    axes' (CIELAB units; a sharp step of 10 gives 5 whatever the scale, and so does one blurred
+    over up to ``2 * scale`` pixels, as a camera's edges are at 12 MP)."""
+    pad = cv2.copyMakeBorder(lab, scale, scale, scale, scale, cv2.BORDER_REPLICATE)
+    h, w = lab.shape[:2]
+    dx = _sq_dist(pad[scale:scale + h, 2 * scale:], pad[scale:scale + h, :w])
+    dy = _sq_dist(pad[2 * scale:, scale:scale + w], pad[:h, scale:scale + w])
+    return np.sqrt(np.maximum(dx, dy)) * 0.5
+
+
+def _masked_mean(lab: np.ndarray, where: np.ndarray, reach: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean colour of the ``where`` pixels within ``reach`` blocks of ``scale`` x ``scale``
+    pixels (a square), and whether there are any."""
+    small, big = _resizers(where.shape, scale)
+    weight = _box_sum(small(where.astype(np.float32)), reach)
+    total = _box_sum(small(lab * where[..., None]), reach)
+    mean = total / np.maximum(weight, 1e-6)[..., None]
+    return big(mean), big(weight) > 0.5 / (scale * scale)
+
+
+def _reach(seed: np.ndarray, edge: np.ndarray, steps: int, scale: int) -> np.ndarray:
+    """The pixels reached from a ``seed`` pixel in at most ``steps`` pixels of 4-neighbour steps
+    without entering an ``edge`` pixel (a geodesic dilation; no slipping through a diagonal
+    edge). Run on ``scale`` x ``scale`` blocks: a block holding an edge pixel is an edge, a
+    block mostly seed is seed."""
+    h, w = seed.shape
+    small = (-(-w // scale), -(-h // scale))
+    if scale > 1:
+        seed = cv2.resize(seed.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.5
+        edge = cv2.resize(edge.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0
+    gate = (~edge | seed).astype(np.uint8)
+    grown = (seed & (gate > 0)).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    for _ in range(-(-steps // scale)):
+        grown = cv2.dilate(grown, kernel) & gate
+    if scale > 1:
+        grown = cv2.resize(grown, (small[0] * scale, small[1] * scale), interpolation=cv2.INTER_NEAREST)[:h, :w]
+    return grown.astype(bool)
 
 
 def _sq_dist(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
@@ -150,21 +238,20 @@ def _sq_dist(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
     return np.einsum("...c,...c->...", d, d)
 
 
-def _robust_stats(lab: np.ndarray, where: np.ndarray, radius: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _robust_stats(lab: np.ndarray, sq: np.ndarray, where: np.ndarray, radius: int,
+                  step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``_local_stats`` taken twice, the second time without the pixels the first found to be
     outliers: a coarse mask running a cell onto a neighbour (a wall over the skirting board)
     puts some of the neighbour in its "sure" part, which would widen the spread enough to let
-    the whole neighbour in."""
-    mean, var, have = _local_stats(lab, where, radius, step)
+    the whole neighbour in. ``sq``: the squared length of each pixel's ``lab``."""
+    mean, var, have = _local_stats(lab, sq, where, radius, step)
     typical = _sq_dist(lab, mean) <= OUTLIER_SIGMAS**2 * (var + NOISE_FLOOR)
-    return _local_stats(lab, where & typical, radius, step)
+    return _local_stats(lab, sq, where & typical, radius, step)
 
 
-def _local_stats(lab: np.ndarray, where: np.ndarray, radius: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per pixel: the mean Lab colour of the ``where`` pixels within ``radius``, their variance
-    (summed over the channels) and whether there are enough of them. Computed every ``step``
-    pixels and interpolated: the statistics vary slowly."""
-    h, w = where.shape
+def _resizers(shape: tuple[int, ...], step: int):
+    """To the ``step``-subsampled grid and back (the statistics vary slowly)."""
+    h, w = shape[:2]
     size = (max(1, w // step), max(1, h // step))
 
     def small(x: np.ndarray) -> np.ndarray:
@@ -173,15 +260,34 @@ def _local_stats(lab: np.ndarray, where: np.ndarray, radius: int, step: int) -> 
     def big(x: np.ndarray) -> np.ndarray:
         return cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR) if step > 1 else x
 
+    return small, big
+
+
+def _box_sum(x: np.ndarray, r: int) -> np.ndarray:
+    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=False, borderType=cv2.BORDER_CONSTANT)
+
+
+def _local_mean(values: np.ndarray, where: np.ndarray, radius: int, step: int) -> np.ndarray:
+    """Per pixel: the mean of ``values`` (H x W) over the ``where`` pixels within ``radius``
+    (0 where there are none), computed every ``step`` pixels and interpolated."""
+    small, big = _resizers(where.shape, step)
     r = max(1, radius // step)
-    k = (2 * r + 1, 2 * r + 1)
-    weight = small(where.astype(np.float32))
-    lab_s = small(lab * where[..., None])
-    sq_s = small(_sq_dist(lab, 0.0) * where)
-    w_sum = cv2.boxFilter(weight, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    c_sum = cv2.boxFilter(lab_s, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    s_sum = cv2.boxFilter(sq_s, -1, k, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    have = w_sum > 0.05 * k[0] * k[1]
+    w_sum = _box_sum(small(where.astype(np.float32)), r)
+    v_sum = _box_sum(small(values * where), r)
+    return big(v_sum / np.maximum(w_sum, 1e-6))
+
+
+def _local_stats(lab: np.ndarray, sq: np.ndarray, where: np.ndarray, radius: int,
+                 step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel: the mean Lab colour of the ``where`` pixels within ``radius``, their variance
+    (summed over the channels) and whether there are enough of them. Computed every ``step``
+    pixels and interpolated: the statistics vary slowly."""
+    small, big = _resizers(where.shape, step)
+    r = max(1, radius // step)
+    w_sum = _box_sum(small(where.astype(np.float32)), r)
+    c_sum = _box_sum(small(lab * where[..., None]), r)
+    s_sum = _box_sum(small(sq * where), r)
+    have = w_sum > 0.05 * (2 * r + 1) ** 2
     denom = np.maximum(w_sum, 1e-6)
     mean = c_sum / denom[..., None]
     var = np.maximum(s_sum / denom - _sq_dist(mean, 0.0), 0.0)

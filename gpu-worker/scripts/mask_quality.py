@@ -6,8 +6,8 @@ are, against the same masks made ready by ``engine.plan_masks.fit_masks`` (fitte
 Per scene and concept: the share of pixels that end wrong within 12 px of the edited region's
 true outline and the bleed onto its neighbours (devtools/outline_quality.py), for the coarse
 masks and the fitted ones, with the exact-mask edit as the reference. The masks come from
-devtools/segmenter_like.py (seeded). Protect masks are the segmenter-like ones too: they are a
-promise, so the reference edit also leaves them alone (reference protect = truth | given).
+devtools/segmenter_like.py (seeded). Protect masks are the segmenter-like ones too (fitted, for
+the fitted edit): a promise, so each edit is judged under its own (devtools/outline_quality.py).
 
 Writes bench/results/outline_sheet.png: per case, 1:1 crops at the place along the true outline
 where the coarse mask does worst - exact masks | coarse masks | fitted masks.
@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from devtools.outline_quality import BAND_PX, outline_scores
+from devtools.outline_quality import BAND_PX, judged_region, outline_scores
 from devtools.product_scene import render_product
 from devtools.scenes import render_room
 from devtools.segmenter_like import segmenter_like
@@ -92,24 +92,29 @@ def run_case(scene: str, rgb: np.ndarray, exact: dict[str, np.ndarray], coarse: 
     found = _segmentation({n: coarse[n] for n in prompted}, preset)
     ready = fit_masks(rgb, found, plan)
     given_protect = _union(coarse, protect, shape) if protect else None
-    coarse_mask = coarse[concept]
-    ref_protect = _union(exact, protect, shape) | (given_protect if given_protect is not None else False)
+    true_protect = _union(exact, protect, shape) if protect else None
+    fitted_protect = _union(ready, protect, shape) if protect else None
 
     def run(mask: np.ndarray, protect_mask: np.ndarray | None) -> np.ndarray:
         return apply_edits_with(rgb, [Edit(op, mask)], protect_mask, backend=NumpyBackend())
 
-    reference = run(exact[concept], ref_protect)
-    region = exact[concept] & ~ref_protect
-    with_coarse = run(coarse_mask, given_protect)
-    fitted_protect = _union(ready, protect, shape) if protect else None
-    with_fit = run(ready[concept].union, fitted_protect)
+    def promised(own: np.ndarray | None) -> np.ndarray | None:
+        return own if true_protect is None else true_protect | (own if own is not None else False)
+
+    soft = edge_band_px(shape)
+    judged = {}
+    for kind, mask, own in (("coarse", coarse[concept], given_protect), ("fitted", ready[concept].union, fitted_protect)):
+        # each edit judged under its own promise, against the exact-mask edit under the same one
+        reference = run(exact[concept], promised(own))
+        result = run(mask, own)
+        judged[kind] = (result, reference, outline_scores(rgb, result, reference, judged_region(exact[concept], true_protect, own), soft))
+    with_coarse, reference, s_coarse = judged["coarse"]
+    with_fit, _, s_fit = judged["fitted"]
     prompted_protect = [n for n in protect if preset.concepts[n].derived is None]
     if prompted_protect:  # the promise: what the segmenter marked protected stays byte for byte
         kept = _union(coarse, prompted_protect, shape)
         assert np.array_equal(with_fit[kept], rgb[kept])
-    soft = edge_band_px(shape)
-    s_coarse = outline_scores(rgb, with_coarse, reference, region, soft)
-    s_fit = outline_scores(rgb, with_fit, reference, region, soft)
+    region = judged_region(exact[concept], true_protect, given_protect)
     d_out = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3)
     d_in = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)
     near = (d_out <= BAND_PX) & (d_in <= BAND_PX)

@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
+from devtools.outline_quality import judged_region, outline_scores
 from devtools.segmenter_like import SegmenterStyle, coarse_mask, segmenter_like, segmenter_like_instances
 from engine.maskfit import band_px, clean_specks, fit_mask, fit_protect, prediction_cell_px
-from engine.rules import Recolor
+from engine.rules import NAMED_TONES, Recolor, Tone
 from presets.interior import PRESET as INTERIOR
 from presets.seller import PRESET as SELLER
 from scripts.mask_quality import ROOM_PROTECT, run_case
@@ -153,3 +154,52 @@ def test_seller_background_edit_holds_up_when_the_prompt_finds_nothing():
     out = run_case("product", rgb, exact, coarse, SELLER, "Background", Recolor((250, 250, 250)), (), "")
     assert out.coarse["wrong"] > 0.3  # the coarse "background" is empty: nothing is edited
     assert out.fitted["wrong"] <= 0.05 and out.fitted["bleed"] <= 0.02
+
+
+def test_a_ceiling_beside_its_same_coloured_crown_molding_is_not_made_worse():
+    """The crown molding has the ceiling's colour and the segmenter's ceiling runs onto it: the
+    fit must not paint more of it (or leave more of the ceiling) than the coarse mask does."""
+    rgb, exact = render_room(640, 480, seed=3)
+    coarse = segmenter_like(exact, seed=24)
+    for op in (Recolor(INTERIOR.palette["sky"].rgb), Tone(NAMED_TONES["bright"])):
+        out = run_case("room", rgb, exact, coarse, INTERIOR, "Ceiling", op, ROOM_PROTECT, "")
+        assert out.fitted["wrong"] <= out.coarse["wrong"], (op, out.coarse, out.fitted)
+        assert out.fitted["bleed"] <= 0.02
+
+
+def test_a_wall_recolor_with_nothing_protected_stops_at_white_frames_and_moldings(room):
+    """Frames, moldings and the skirting board are a third colour between the wall and its
+    neighbours, behind an edge of the photo: not painted (bleed <= 2%)."""
+    rgb, masks, coarse = room
+    wall = run_case("room", rgb, masks, coarse, INTERIOR, "Wall", Recolor(INTERIOR.palette["navy"].rgb), (), "")
+    assert wall.fitted["bleed"] <= 0.02, wall.fitted
+    fitted = fit_mask(rgb, coarse["Wall"])
+    frames = masks["Frame_Molding"]
+    assert (fitted & frames).sum() <= 0.25 * (coarse["Wall"] & frames).sum()
+
+
+def test_furniture_faces_of_other_shades_stay_in_and_the_floor_stays_out(room):
+    rgb, masks, coarse = room
+    out = run_case("room", rgb, masks, coarse, INTERIOR, "Furniture", Recolor(INTERIOR.palette["terracotta"].rgb),
+                   ROOM_PROTECT, "")
+    assert out.fitted["wrong"] <= 0.5 * out.coarse["wrong"] and out.fitted["bleed"] <= 0.02, (out.coarse, out.fitted)
+
+
+def test_each_edit_is_judged_under_its_own_promise():
+    """A pixel the edit under test protects is right whatever the truth says; a pixel only
+    another edit protects is judged by the truth."""
+    truth = np.zeros((40, 60), bool)
+    truth[:, :30] = True
+    own = np.zeros_like(truth)
+    own[10:20, 25:30] = True  # protected by this edit: not judged
+    assert not judged_region(truth, None, own)[10:20, 25:30].any()
+    assert judged_region(truth, None, None)[10:20, 25:30].all()
+    before = np.full((40, 60, 3), 200, np.uint8)
+    after = before.copy()
+    after[truth & ~own] = (20, 30, 90)  # the edit paints its region and keeps its promise
+    scores = outline_scores(before, after, after, judged_region(truth, None, own), soft_px=1)
+    assert scores["wrong"] == 0.0 and scores["bleed"] == 0.0
+    exact = before.copy()
+    exact[truth] = (20, 30, 90)  # the exact-mask edit without that promise paints them
+    scores = outline_scores(before, after, exact, judged_region(truth, None, None), soft_px=1)
+    assert scores["wrong"] > 0.0
