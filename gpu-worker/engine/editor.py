@@ -21,9 +21,11 @@ from engine.edits.backend import Backend, NumpyBackend
 from engine.edits.remove import Inpainter
 
 # Device memory one photo's edits hold at their peak, per pixel of the photo: the photo, its
-# original and the result (uint8), masks, the window's matte and guided-filter planes and the
-# per-pixel kernels' bands (float32). An estimate from the tensors the path allocates.
-DEVICE_BYTES_PER_PIXEL = 96
+# original and the result (uint8), masks, the window's matte and guided-filter planes, the
+# per-pixel kernels' bands (float32) and the structure fill's exact (float64) decision planes.
+# Measured: 437 bytes a pixel at peak for four edits on 65% masks at 12 MP, torch on the CPU
+# (bench/results/device_edits_12mp_cpu_x86_64.md); rounded up.
+DEVICE_BYTES_PER_PIXEL = 448
 
 
 class Editor(Protocol):
