@@ -53,6 +53,7 @@ EDGE_TEXTURE = 2.5  # nor are steps less than this many times the inside's mean 
 # The band's half width in cells: the prediction's own displacement (up to a cell) plus a mask
 # running a cell into its neighbour (a wall over the door frame).
 BAND_CELLS = 2.0
+SURE_BLOCK_CELLS_INV = 4.0  # the sure sides are measured on blocks of a quarter cell (1 px at 1 MP)
 
 
 def prediction_cell_px(shape: tuple[int, ...], grid: int = PREDICTION_GRID) -> float:
@@ -109,11 +110,7 @@ def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) ->
     if not cleaned.any() or cleaned.all():
         return cleaned
     band = int(math.ceil(BAND_CELLS * cell)) + 1
-    m8 = cleaned.astype(np.uint8)
-    # farther than ``band`` from the other side (exact Euclidean distance: a disk's erosion and
-    # dilation at a fraction of their cost; the frame's edge is no side)
-    sure_in = cv2.distanceTransform(m8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) > band
-    sure_out = cv2.distanceTransform(1 - m8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) > band
+    sure_in, sure_out = _sure_sides(cleaned, band, max(1, int(cell // SURE_BLOCK_CELLS_INV)))
     unknown = ~sure_in & ~sure_out
     out = cleaned.copy()
     radius = 2 * band
@@ -129,6 +126,27 @@ def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) ->
     smooth = cv2.medianBlur(out.astype(np.uint8) * 255, 3) > 127
     out = np.where(unknown, smooth, out)
     return clean_specks(out, min_area)
+
+
+def _sure_sides(mask: np.ndarray, band: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mask's pixels farther than ``band`` from its outside, and the outside's farther than
+    ``band`` from the mask (Euclidean distance transforms; the frame's edge is no side),
+    measured on ``block`` x ``block`` blocks: a few pixels either way do not matter against a
+    band of two prediction cells, and the transforms cost a block's area less."""
+    h, w = mask.shape
+    if block > 1:
+        small = cv2.resize(mask.astype(np.float32), (-(-w // block), -(-h // block)), interpolation=cv2.INTER_AREA)
+        m8 = (small >= 0.5).astype(np.uint8)
+    else:
+        m8 = mask.astype(np.uint8)
+    sides = []
+    for inside in (m8, 1 - m8):
+        far = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) > band / block
+        if block > 1:
+            far = cv2.resize(far.view(np.uint8), (far.shape[1] * block, far.shape[0] * block),
+                             interpolation=cv2.INTER_NEAREST)[:h, :w].astype(bool)
+        sides.append(far)
+    return sides[0] & mask, sides[1] & ~mask
 
 
 def fit_protect(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) -> np.ndarray:
@@ -180,13 +198,12 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is
     # nearer: the outline runs through the middle of the step (a white frame's first pixel is
     # frame). With flat pixels of one side only near (a crease, a crack) it goes with that side.
-    near_in, have_near_in = _masked_mean(lab, flat & decided, EDGE_REACH, scale)
-    near_out, have_near_out = _masked_mean(lab, flat & ~decided, EDGE_REACH, scale)
-    ridge = need & edge & (have_near_in | have_near_out)
-    lab_r = lab[ridge]
-    nearer_in = np.where(have_near_in[ridge] & have_near_out[ridge],
-                         _sq_dist(lab_r, near_in[ridge]) < _sq_dist(lab_r, near_out[ridge]), have_near_in[ridge])
-    decided[ridge] = nearer_in
+    ridge = need & edge
+    ys, xs = np.nonzero(ridge)
+    (near_in, have_in_r), (near_out, have_out_r) = _sides_near(lab, flat, decided, ys, xs, EDGE_REACH, scale)
+    lab_r = lab[ys, xs]
+    nearer_in = _sq_dist(lab_r, near_in) < _sq_dist(lab_r, near_out)
+    decided[ys, xs] = np.where(have_in_r & have_out_r, nearer_in, np.where(have_out_r, False, have_in_r | decided[ys, xs]))
     return decided[need]
 
 
@@ -201,14 +218,20 @@ def _edge_strength(lab: np.ndarray, scale: int) -> np.ndarray:
     return np.sqrt(np.maximum(dx, dy)) * 0.5
 
 
-def _masked_mean(lab: np.ndarray, where: np.ndarray, reach: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean colour of the ``where`` pixels within ``reach`` blocks of ``scale`` x ``scale``
-    pixels (a square), and whether there are any."""
-    small, big = _resizers(where.shape, scale)
-    weight = _box_sum(small(where.astype(np.float32)), reach)
-    total = _box_sum(small(lab * where[..., None]), reach)
-    mean = total / np.maximum(weight, 1e-6)[..., None]
-    return big(mean), big(weight) > 0.5 / (scale * scale)
+def _sides_near(lab: np.ndarray, flat: np.ndarray, inside: np.ndarray, ys: np.ndarray, xs: np.ndarray, reach: int,
+                scale: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """At the pixels (``ys``, ``xs``): the mean colour of the flat pixels inside and of those
+    outside within ``reach`` blocks of ``scale`` x ``scale`` pixels, and whether there are any."""
+    small, _ = _resizers(flat.shape, scale)
+    flat_in = flat & inside
+    w_all, w_in = _box_sum(small(flat.astype(np.float32)), reach), _box_sum(small(flat_in.astype(np.float32)), reach)
+    c_all, c_in = _box_sum(small(lab * flat[..., None]), reach), _box_sum(small(lab * flat_in[..., None]), reach)
+    by, bx = np.minimum(ys // scale, w_all.shape[0] - 1), np.minimum(xs // scale, w_all.shape[1] - 1)
+    w_in, w_all, c_in, c_all = w_in[by, bx], w_all[by, bx], c_in[by, bx], c_all[by, bx]
+    w_out, c_out = w_all - w_in, c_all - c_in
+    least = 0.5 / (scale * scale)
+    return ((c_in / np.maximum(w_in, 1e-6)[:, None], w_in > least),
+            (c_out / np.maximum(w_out, 1e-6)[:, None], w_out > least))
 
 
 def _reach(seed: np.ndarray, edge: np.ndarray, steps: int, scale: int) -> np.ndarray:
