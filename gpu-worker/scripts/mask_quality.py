@@ -171,7 +171,9 @@ def section(results: list[Outcome], device: str) -> list[str]:
         "`engine.plan_masks.fit_masks` (fitted). Within 12 px of the edited region's true outline: `wrong` = share "
         "of pixels changed (CIEDE2000 > 3) outside the region or left unchanged inside it; `bleed` = share of the "
         "region's neighbours beyond the soft edge that changed; `off exact` = share further than dE 3 from the "
-        "exact-mask edit (stricter: a half-painted outline pixel counts). Targets: fitted wrong <= half the "
+        "exact-mask edit (stricter: a half-painted outline pixel counts). Each edit is judged under its own "
+        "protect masks (a promise: the pixels they hold count as right), against the exact-mask edit under the "
+        "same promise. Targets: fitted wrong <= half the "
         f"coarse one's, fitted bleed <= 2%. {passed} of {len(results)} cases meet both; {device}.",
         "",
         "| scene | action | wrong coarse | wrong fitted | ratio | bleed coarse | bleed fitted | off exact coarse "
