@@ -2,6 +2,9 @@
 CPUs, or ``TorchEditor`` on a torch device (engine/edits/device/), which gives the same pixels
 within one level and protected pixels byte for byte.
 
+Each editor also says where a photo's masks are fitted to it (``fit_masks``): on the host, or on
+the editor's device, where they then stay for the edits (engine/edits/device/handover.py).
+
 Each editor also owns the gate photos pass before their edits: on the host, at most
 ``RENDER_CONCURRENCY`` photos at a time (their float planes are host memory); on a device, as
 many as fit in ``EDIT_GPU_MEMORY_MB`` by the per-pixel estimate below.
@@ -19,6 +22,9 @@ import numpy as np
 from engine.applier import Edit, apply_edits_with
 from engine.edits.backend import Backend, NumpyBackend
 from engine.edits.remove import Inpainter
+from engine.plan_masks import fit_masks
+from engine.rules import Plan
+from engine.segmenter import Segmentation
 
 # Device memory one photo's edits hold at their peak, per pixel of the photo: the photo, its
 # original and the result (uint8), masks, the window's matte and guided-filter planes, the
@@ -32,6 +38,10 @@ class Editor(Protocol):
     name: str
 
     def apply(self, image: np.ndarray, edits: Sequence[Edit], protect: Any) -> np.ndarray: ...
+
+    def fit_masks(self, image: np.ndarray, masks: Segmentation, plan: Plan) -> Segmentation:
+        """``plan_masks.fit_masks`` where this editor wants the masks."""
+        ...
 
     def slot(self, pixels: int) -> ContextManager[None]:
         """Held while a photo of ``pixels`` pixels is edited."""
@@ -52,6 +62,9 @@ class NumpyEditor:
 
     def apply(self, image: np.ndarray, edits: Sequence[Edit], protect: Any) -> np.ndarray:
         return apply_edits_with(image, edits, protect, backend=self.backend, inpainter=self.inpainter)
+
+    def fit_masks(self, image: np.ndarray, masks: Segmentation, plan: Plan) -> Segmentation:
+        return fit_masks(image, masks, plan)
 
     @contextmanager
     def slot(self, pixels: int) -> Iterator[None]:
@@ -101,6 +114,12 @@ class TorchEditor:
         from engine.edits.device.editor import apply_on_device
 
         return apply_on_device(image, edits, protect, self.device, self.tools)
+
+    def fit_masks(self, image: np.ndarray, masks: Segmentation, plan: Plan) -> Segmentation:
+        from engine.edits.device.handover import DeviceFitter
+
+        with self.slot(image.shape[0] * image.shape[1]):
+            return fit_masks(image, masks, plan, DeviceFitter(image, self.device))
 
     def slot(self, pixels: int) -> ContextManager[None]:
         return self.budget.reserve(pixels * DEVICE_BYTES_PER_PIXEL)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,6 +51,7 @@ from presets import Concept
 log = logging.getLogger("worker.pipeline")
 
 T = TypeVar("T")
+MaskFit = Callable[[np.ndarray, Segmentation, Plan], Segmentation]
 
 
 def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], np.ndarray | None]:
@@ -74,17 +75,19 @@ def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], n
     return edits, protect
 
 
-def fit_holding_pixels(rgb: np.ndarray, masks: Segmentation, plan: Plan) -> tuple[Segmentation, set[str]]:
+def fit_holding_pixels(rgb: np.ndarray, masks: Segmentation, plan: Plan,
+                       fit: MaskFit = fit_masks) -> tuple[Segmentation, set[str]]:
     """``fit_masks`` over the masks that hold pixels, and the names of the empty ones. An empty
     mask fits to itself (nothing to clean, no outline to move; its instances to none), so it is
     passed over instead of costing full-frame passes; derived concepts and their sources always
-    go through ``fit_masks``, which builds them from each other."""
+    go through ``fit_masks``, which builds them from each other. ``fit``: the editor's choice of
+    where the fit runs (``Editor.fit_masks``)."""
     wanted = plan.concepts_to_find()
     derived = {n for c in wanted if c.derived for n in (c.name, *c.derived.sources)}
-    empty = {name for name, found in masks.items() if name not in derived and not found.union.any()}
+    empty = {name for name, found in masks.items() if name not in derived and not found.holds_pixels()}
     held = {name: found for name, found in masks.items() if name not in empty}
-    fitted = fit_masks(rgb, held, plan) if held else {}
-    return {c.name: fitted[c.name] if c.name in fitted else ConceptMasks(c.name, masks[c.name].union)
+    fitted = fit(rgb, held, plan) if held else {}
+    return {c.name: fitted[c.name] if c.name in fitted else ConceptMasks(c.name, np.zeros(masks[c.name].shape, bool))
             for c in wanted if c.name in fitted or c.name in empty}, empty
 
 
@@ -295,7 +298,7 @@ class Pipeline:
                          masks: Segmentation) -> tuple[Segmentation, set[str]]:
         def fit() -> tuple[Segmentation, set[str]]:
             with self.stages.timed("fit_masks"):
-                return fit_holding_pixels(image.rgb, masks, plan)
+                return fit_holding_pixels(image.rgb, masks, plan, self.editor.fit_masks)
 
         return await run_held(lease, fit)
 

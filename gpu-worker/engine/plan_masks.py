@@ -13,9 +13,13 @@ treatment):
   (engine/derive.py); a derived concept loaded from storage is fitted like any other.
 
 Only the plan's concepts come back (sources prompted for a derived concept are not stored).
+Where the fit runs is the caller's choice (``fitter``): ``HostFitter`` here, or the editor's device
+(engine/edits/device/handover.py), with the same pixels but for what that module says.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -26,22 +30,38 @@ from engine.rules import Plan
 from engine.segmenter import ConceptMasks, Instance, Segmentation
 
 
-def fit_masks(rgb: np.ndarray, masks: Segmentation, plan: Plan) -> Segmentation:
+class ConceptFitter(Protocol):
+    def fit(self, found: ConceptMasks, grow_only: bool) -> ConceptMasks:
+        """The concept's union fitted (grown only, with ``grow_only``), its instances following it."""
+        ...
+
+
+class HostFitter:
+    """The fit on the host's CPUs (numpy and OpenCV)."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb, self.band = rgb, band_px(rgb.shape)
+
+    def fit(self, found: ConceptMasks, grow_only: bool) -> ConceptMasks:
+        union = (fit_protect if grow_only else fit_mask)(self.rgb, found.union)
+        followed = (_follow(inst, union, self.band) for inst in found.instances)
+        # ids stay as they were: rules of later ``apply`` jobs name instances by id
+        return ConceptMasks(found.concept, union, [inst for inst in followed if inst.area])
+
+
+def fit_masks(rgb: np.ndarray, masks: Segmentation, plan: Plan, fitter: ConceptFitter | None = None) -> Segmentation:
+    fitter = fitter or HostFitter(rgb)
     wanted = plan.concepts_to_find()
     # Grow only: what is protected, and what a complement is taken from (a background made from
     # everything that is not the product must never take the product's shaded rim).
     grow_only = set(plan.protect) | {s for c in wanted if c.derived and c.derived.rule == "complement"
                                      for s in c.derived.sources}
-    band = band_px(rgb.shape)
     fitted: Segmentation = {}
     for name, found in masks.items():
         concept = plan.preset.concepts.get(name)
         if concept is not None and concept.derived is not None and all(s in masks for s in concept.derived.sources):
             continue  # rebuilt from its fitted sources
-        union = (fit_protect if name in grow_only else fit_mask)(rgb, found.union)
-        followed = (_follow(inst, union, band) for inst in found.instances)
-        # ids stay as they were: rules of later ``apply`` jobs name instances by id
-        fitted[name] = ConceptMasks(name, union, [inst for inst in followed if inst.area])
+        fitted[name] = fitter.fit(found, name in grow_only)
     fitted = derive_masks(rgb, fitted, [c for c in wanted if c.name not in fitted])
     return {c.name: fitted[c.name] for c in wanted if c.name in fitted}
 

@@ -17,7 +17,8 @@ How a ``segment`` call runs, for B photos and the job's concepts (K distinct pro
    to the host in one transfer.
 5. Hand-over: each photo's masks are handed over as soon as they are assembled
    (``segment_each``); on a GPU the host assembles one photo's masks while the device refines
-   the next one's.
+   the next one's. With an editor on the same GPU (``keep_masks_on``) each concept's union stays
+   there, with no host copy: it is fitted and edited on the device (engine/edits/device/handover.py).
 
 Multi-instance concepts list every instance (id by descending score; instances whose mask
 comes out empty are dropped). A single-instance concept has at most one instance, id 0: its
@@ -352,10 +353,12 @@ class _OnHost:
                          for i, (r, score) in enumerate(rows)]
             if k.concept.multi_instance:  # the same object proposed twice, or whole and in part
                 instances = merge_duplicates(instances)
-            # A copy: a view would keep the photo's whole stack of masks alive.
-            # Cloned on the device too: a view would keep the whole stack there.
-            device_union = None if self.on_device is None else self.on_device[union_at].clone()
-            result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at].copy(), instances, device_union)
+            # Copies: a view would keep the photo's whole stack of masks alive. A union handed
+            # over on the device gets no host copy (``ConceptMasks.union`` makes one if read).
+            if self.on_device is None:
+                result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at].copy(), instances)
+            else:
+                result[k.concept.name] = ConceptMasks(k.concept.name, None, instances, self.on_device[union_at].clone())
         return result
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -78,19 +78,45 @@ class Instance:
         return f"Instance(id={self.id}, score={self.score:.3f}, bbox={self.bbox}, area={self.area})"
 
 
-@dataclass
 class ConceptMasks:
-    concept: str
-    union: np.ndarray  # bool, H x W
-    instances: list[Instance] = field(default_factory=list)
-    # The union where the segmenter made it, when it hands masks over on its device (a torch
-    # tensor there) for an editor on the same device; None otherwise.
-    on_device: Any = None
+    """One concept's masks: its ``union`` (bool H x W on the host) and its ``instances``.
+
+    A segmenter or mask fit working on an editor's device hands the union over there
+    (``on_device``, a bool tensor) and may leave the host copy out: ``union`` then copies it to
+    the host on first use (mask PNGs, derived concepts), and an edit never needs it."""
+
+    __slots__ = ("concept", "_union", "instances", "on_device")
+
+    def __init__(self, concept: str, union: np.ndarray | None, instances: list[Instance] | None = None,
+                 on_device: Any = None) -> None:
+        if union is None and on_device is None:
+            raise ValueError(f"{concept}: a union on the host or on the device is needed")
+        self.concept, self._union, self.on_device = concept, union, on_device
+        self.instances = [] if instances is None else instances
+
+    @property
+    def union(self) -> np.ndarray:
+        if self._union is None:  # two threads may both copy: the same bytes either way
+            self._union = self.on_device.cpu().numpy()
+        return self._union
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        source = self._union if self._union is not None else self.on_device
+        return (int(source.shape[0]), int(source.shape[1]))
+
+    def holds_pixels(self) -> bool:
+        """Whether the union has a pixel set, asked where the union is (no copy to the host)."""
+        return bool((self._union if self._union is not None else self.on_device).any())
 
     @property
     def edit_mask(self) -> Any:
         """The union as the editor best takes it: on the device when it is there."""
         return self.union if self.on_device is None else self.on_device
+
+    def __repr__(self) -> str:
+        where = "host" if self.on_device is None else "device" if self._union is None else "host and device"
+        return f"ConceptMasks({self.concept!r}, {self.shape}, {len(self.instances)} instances, {where})"
 
 
 Segmentation = dict[str, ConceptMasks]

@@ -1,0 +1,257 @@
+"""engine/maskfit.py's fit in torch, so a segmenter's masks are fitted where they were made.
+
+The steps and constants are engine/maskfit.py's (imported from there): clean specks, the band
+between sure inside and sure outside, the local colour statistics of both sides, the per-pixel
+decision (``decide``, one function, the same rule as the host's), a 3 x 3 majority on the band,
+clean again. Inputs: the photo as uint8 H x W x 3 and masks as bool H x W tensors on one device.
+
+Where torch has no equivalent of the host's OpenCV call, the port differs as follows:
+
+- Specks (``clean_specks``): torch has no connected-component labelling. The mask is counted in
+  blocks of ``speck_block_px`` pixels (half a prediction cell) on the device; only that small
+  grid of counts goes to the host, where OpenCV labels the 8-connected groups of occupied blocks
+  and drops (fills) the groups holding fewer than ``min_area`` mask (background) pixels. Two
+  pixels that touch lie in touching blocks, so a group holds whole components and its count is
+  their total area: everything dropped is a speck. A speck less than a block from another part
+  of the mask shares its group and stays; it lies in the band, where the colour decides it.
+- Band: the host's exact distance transforms are the same sets as a dilation by the Euclidean
+  disk of radius ``band`` (``ops.disk_rows``), which torch does exactly: no difference.
+- Statistics: computed once over the window around the band instead of tile by tile; the
+  window is aligned to the statistics' step as the host's tiles are, so they sample the same
+  grid. At the photo's right and bottom edge the host resizes a partial step by OpenCV's area
+  rule, the port pads it with no samples.
+
+bench/maskfit_device_parity.py measures what that changes (bench/results/maskfit_device_parity.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.edits.device import ops
+from engine.maskfit import (BAND_CELLS, MIN_SPECK_CELLS, NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SMOOTH_SIGMA,
+                            prediction_cell_px)
+
+SPECK_BLOCK_CELLS = 0.5  # speck labelling's block side in prediction cells (a speck is >= 1 cell)
+
+
+def speck_block_px(cell: float) -> int:
+    return max(1, int(round(SPECK_BLOCK_CELLS * cell)))
+
+
+def fit_mask(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None) -> torch.Tensor:
+    """``maskfit.fit_mask`` on ``mask``'s device: ``rgb`` uint8 H x W x 3, ``mask`` bool H x W."""
+    cell = prediction_cell_px(tuple(mask.shape)) if cell is None else cell
+    if cell < 1.0:
+        return mask.clone()
+    min_area = MIN_SPECK_CELLS * cell * cell
+    block = speck_block_px(cell)
+    cleaned = clean_specks(mask, min_area, block)
+    if not bool(cleaned.any()) or bool(cleaned.all()):
+        return cleaned
+    band = int(math.ceil(BAND_CELLS * cell)) + 1
+    disk = ops.disk_rows(band)
+    near_out, near_in = ops.dilate(~cleaned, disk), ops.dilate(cleaned, disk)
+    unknown = near_out & near_in
+    radius = 2 * band
+    step = max(1, radius // 4)
+    window = _window(unknown, step, -(-(radius + 2 * step + 2) // step) * step)
+    out = cleaned.clone()
+    if window is not None:
+        decided = _decide_window(rgb[window], cleaned[window], ~near_out[window], ~near_in[window], radius, step)
+        out[window] = torch.where(unknown[window], decided, cleaned[window])
+        smooth = _majority3(out[window])
+        out[window] = torch.where(unknown[window], smooth, out[window])
+    return clean_specks(out, min_area, block)
+
+
+def fit_protect(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None) -> torch.Tensor:
+    """Grow only: ``mask`` or its fitted outline (every given pixel stays in)."""
+    return mask | fit_mask(rgb, mask, cell=cell)
+
+
+# -- specks ----------------------------------------------------------------------------------
+
+
+def clean_specks(mask: torch.Tensor, min_area: float, block: int) -> torch.Tensor:
+    """``mask`` without islands, and with holes not touching the frame, of fewer than ``min_area``
+    pixels, found on blocks of ``block`` pixels (see the module's docstring)."""
+    h, w = mask.shape
+    counts = _block_counts(mask, block).cpu().numpy()
+    valid = _block_counts_of_frame(h, w, block)
+    islands = _small_groups(counts, min_area, keep_border=False)
+    counts[islands] = 0
+    holes = _small_groups(valid - counts, min_area, keep_border=True)
+    if not islands.any() and not holes.any():
+        return mask.clone()
+    drop, fill = (_blocks_to_pixels(torch.from_numpy(g).to(mask.device), block, h, w) for g in (islands, holes))
+    return (mask & ~drop) | fill
+
+
+def _block_counts(mask: torch.Tensor, block: int) -> torch.Tensor:
+    h, w = mask.shape
+    padded = F.pad(mask.to(torch.int32), (0, -w % block, 0, -h % block))
+    return padded.view(padded.shape[0] // block, block, padded.shape[1] // block, block).sum((1, 3))
+
+
+@lru_cache(maxsize=16)
+def _frame_counts(h: int, w: int, block: int) -> np.ndarray:
+    rows = np.minimum(block, h - np.arange(0, h, block))
+    cols = np.minimum(block, w - np.arange(0, w, block))
+    return (rows[:, None] * cols[None, :]).astype(np.int32)
+
+
+def _block_counts_of_frame(h: int, w: int, block: int) -> np.ndarray:
+    """The photo's pixels per block (fewer in the last row and column of blocks)."""
+    return _frame_counts(h, w, block).copy()
+
+
+def _small_groups(counts: np.ndarray, min_area: float, keep_border: bool) -> np.ndarray:
+    """Blocks of the 8-connected groups of occupied blocks whose counts sum below ``min_area``;
+    with ``keep_border``, groups reaching the grid's edge are kept."""
+    occupied = (counts > 0).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(occupied, connectivity=8)
+    if n <= 1:
+        return np.zeros(counts.shape, bool)
+    small = np.bincount(labels.ravel(), weights=counts.ravel(), minlength=n) < min_area
+    small[0] = False
+    if keep_border:
+        gh, gw = counts.shape
+        x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+        small &= ~((x == 0) | (y == 0) | (x + stats[:, cv2.CC_STAT_WIDTH] == gw)
+                   | (y + stats[:, cv2.CC_STAT_HEIGHT] == gh))
+    return small[labels]
+
+
+def _blocks_to_pixels(grid: torch.Tensor, block: int, h: int, w: int) -> torch.Tensor:
+    return grid.repeat_interleave(block, 0).repeat_interleave(block, 1)[:h, :w]
+
+
+# -- the band's decision ---------------------------------------------------------------------
+
+
+@dataclass
+class SideStats:
+    """Per pixel, one side's local colour: mean Lab (3 x H x W), variance summed over the
+    channels and whether enough sure pixels were near."""
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    have: torch.Tensor
+
+
+def decide(lab: torch.Tensor, coarse: torch.Tensor, inside: SideStats, outside: SideStats) -> torch.Tensor:
+    """Inside or not, per pixel (``maskfit._decide``'s rule): nearer the inside colour and no
+    outlier of it, where the two sides differ enough; the coarse mask elsewhere, or with no
+    sure outside near, the coarse mask minus the inside's outliers."""
+    d_in, d_out = _sq_dist(lab, inside.mean), _sq_dist(lab, outside.mean)
+    sep = _sq_dist(inside.mean, outside.mean)
+    spread_in, spread_out = inside.var + NOISE_FLOOR, outside.var + NOISE_FLOOR
+    like_inside = d_in <= OUTLIER_SIGMAS**2 * spread_in
+    told_apart = inside.have & outside.have & (sep > SEPARATION**2 * (spread_in + spread_out))
+    by_colour = (d_in < d_out) & like_inside
+    only_inside = inside.have & ~outside.have
+    return torch.where(told_apart, by_colour, torch.where(only_inside, coarse & like_inside, coarse))
+
+
+def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tensor, sure_out: torch.Tensor,
+                   radius: int, step: int) -> torch.Tensor:
+    lab = smoothed_lab(rgb)
+    inside = _robust_stats(lab, sure_in, radius, step)
+    outside = _robust_stats(lab, sure_out, radius, step)
+    return decide(lab, coarse, inside, outside)
+
+
+def _window(unknown: torch.Tensor, step: int, margin: int) -> tuple[slice, slice] | None:
+    """The band's box widened by ``margin``, its origin on the statistics' grid (a multiple of
+    ``step``, as the host's tiles are)."""
+    rows, cols = unknown.any(1).nonzero()[:, 0], unknown.any(0).nonzero()[:, 0]
+    if rows.numel() == 0:
+        return None
+    h, w = unknown.shape
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    y0, x0 = max(0, (y0 - margin) // step * step), max(0, (x0 - margin) // step * step)
+    return slice(y0, min(h, y1 + margin)), slice(x0, min(w, x1 + margin))
+
+
+def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared distance over the colour axis (0) of C x H x W planes."""
+    d = a - b
+    return (d * d).sum(0)
+
+
+@lru_cache(maxsize=8)
+def _lab_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """sRGB decoding per 8-bit level, OpenCV's RGB -> XYZ matrix over its D65 white, and the
+    Gaussian kernel OpenCV uses for ``SMOOTH_SIGMA`` on float images (side 8 sigma + 1)."""
+    level = np.arange(256) / 255.0
+    linear = np.where(level <= 0.04045, level / 12.92, ((level + 0.055) / 1.055) ** 2.4)
+    to_xyz = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+                       [0.019334, 0.119193, 0.950227]]) / np.array([[0.950456], [1.0], [1.088754]])
+    side = int(round(SMOOTH_SIGMA * 4 * 2 + 1)) | 1
+    kernel = cv2.getGaussianKernel(side, SMOOTH_SIGMA)[:, 0]
+    return (torch.tensor(linear, dtype=torch.float32, device=device),
+            torch.tensor(to_xyz, dtype=torch.float32, device=device),
+            torch.tensor(kernel, dtype=torch.float32, device=device))
+
+
+def smoothed_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 H x W x 3 RGB -> CIELAB 3 x H x W as ``cv2.cvtColor(COLOR_RGB2Lab)`` of the float
+    photo, then ``cv2.GaussianBlur(SMOOTH_SIGMA)`` (borders reflected, OpenCV's default)."""
+    decode, to_xyz, kernel = _lab_constants(rgb.device)
+    linear = decode[rgb.permute(2, 0, 1).long()]
+    xyz = torch.einsum("ij,jhw->ihw", to_xyz, linear)
+    eps = 0.008856
+    f = torch.where(xyz > eps, xyz.clamp_min(0.0).pow(1 / 3), 7.787 * xyz + 16.0 / 116.0)
+    fx, fy, fz = f.unbind(0)
+    lightness = torch.where(xyz[1] > eps, 116.0 * fy - 16.0, 903.3 * xyz[1])
+    lab = torch.stack([lightness, 500.0 * (fx - fy), 200.0 * (fy - fz)])
+    r = kernel.numel() // 2
+    padded = ops.pad_reflect101(lab, r)[None]
+    along_x = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    return F.conv2d(along_x, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
+
+
+def _robust_stats(lab: torch.Tensor, where: torch.Tensor, radius: int, step: int) -> SideStats:
+    """``maskfit._robust_stats``: the statistics again without the first pass's outliers."""
+    first = _local_stats(lab, where, radius, step)
+    typical = _sq_dist(lab, first.mean) <= OUTLIER_SIGMAS**2 * (first.var + NOISE_FLOOR)
+    return _local_stats(lab, where & typical, radius, step)
+
+
+def _local_stats(lab: torch.Tensor, where: torch.Tensor, radius: int, step: int) -> SideStats:
+    """``maskfit._local_stats``: block sums every ``step`` pixels (blocks past the window's edge
+    hold no samples), box sums over ``radius``, bilinear back to every pixel."""
+    h, w = where.shape
+    pad = (0, -w % step, 0, -h % step)
+    weight = F.pad(where.float(), pad)[None]
+    lab_w = F.pad(lab * where, pad)
+    sq_w = F.pad((lab * lab).sum(0) * where, pad)[None]
+    r = max(1, radius // step)
+    k = 2 * r + 1
+    w_sum = ops.box_sum_zero(ops.area_down(weight, step), r)[0]
+    c_sum = ops.box_sum_zero(ops.area_down(lab_w, step), r)
+    s_sum = ops.box_sum_zero(ops.area_down(sq_w, step), r)[0]
+    have = w_sum > 0.05 * k * k
+    denom = w_sum.clamp_min(1e-6)
+    mean = c_sum / denom
+    var = (s_sum / denom - (mean * mean).sum(0)).clamp_min(0.0)
+    full = tuple(weight.shape[-2:])
+
+    def up(x: torch.Tensor) -> torch.Tensor:
+        return ops.linear_up(x, full)[..., :h, :w]
+
+    return SideStats(up(mean), up(var[None])[0], up(have.float()[None])[0] > 0.5)
+
+
+def _majority3(mask: torch.Tensor) -> torch.Tensor:
+    """``cv2.medianBlur(3)`` of a binary mask (borders replicated): 5 of the 9 pixels set."""
+    padded = F.pad(mask.float()[None, None], (1, 1, 1, 1), mode="replicate")
+    return F.avg_pool2d(padded, 3, stride=1)[0, 0] * 9 > 4.5
