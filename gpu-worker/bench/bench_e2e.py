@@ -228,6 +228,13 @@ def report(args: argparse.Namespace, results: dict) -> None:
         if "model" in results:
             share = results[name]["photos_per_s"] / results["model"]["photos_per_s"]
             lines += ["", f"{label}: throughput {share:.0%} of model-only throughput."]
+        if "editor_cpu_s_per_photo" in results[name]:
+            r = results[name]
+            inside = r["editor_cpu_s_per_photo"]
+            lines += ["", f"{label}: host CPU s/photo in the editor's mask fits and edits {inside:.2f}, outside "
+                          f"them {r['cpu_s_per_photo'] - inside:.2f}"
+                      + (f"; {r['torch_calls_per_photo']:.0f} torch calls a photo (each about one kernel "
+                         "launch on a GPU)" if r.get("torch_calls_per_photo") else "") + "."]
         if "device_busy" in results[name]:
             lines += ["", f"{label}: the segmenter was at work {results[name]['device_busy']:.0%} of the wall time "
                           "(its calls, start to last photo handed over)."]
@@ -255,7 +262,7 @@ def report(args: argparse.Namespace, results: dict) -> None:
     (ROOT / "bench" / "results" / f"e2e_{args.model}_{slug}{suffix}.md").write_text(text)
 
 
-STAGES = ["download", "decode", "segment", "apply", "encode", "upload", "callback"]
+STAGES = ["download", "decode", "segment", "fit_masks", "apply", "encode", "upload", "callback"]
 
 
 # -- children ----------------------------------------------------------------------------------
@@ -273,6 +280,10 @@ def child(args: argparse.Namespace) -> dict:
         sam3_model=args.checkpoint, segmenter="sam3",
         **({"apply_backend": args.child.split("-", 1)[1]} if "-" in args.child else {}),
     )
+    if args.child.endswith("-torch"):  # a torch op's CPU on its calling thread (EditorClock counts it there)
+        import torch
+
+        torch.set_num_threads(1)
     segmenter = load_segmenter(args, settings)
     if isinstance(segmenter, SimulatedDevice):  # its masks made before the timing starts
         from PIL import Image
@@ -328,17 +339,20 @@ def bench_model_only(segmenter, args) -> dict:
 
 
 async def bench_pipeline(segmenter, settings, args) -> dict:
+    from bench.devices import EditorClock
     from engine.wiring import build_pipeline
 
     timed = BusyClock(segmenter)
     pipeline = build_pipeline(settings, segmenter=timed)
+    pipeline.editor = editor = EditorClock(pipeline.editor)
     started = time.perf_counter()
     job_id = f"job_{args.child.replace('-', '_')}"
     result = (await pipeline.run_job(job(job_id, args.photos, args.receiver, args.in_flight))).to_dict()
     wall = time.perf_counter() - started
     assert result["status"] == "completed", result
     return {"wall_s": wall, "photos_per_s": args.photos / wall, "stages": pipeline.stages.seconds,
-            "device_busy": timed.busy_s / wall}
+            "device_busy": timed.busy_s / wall, "editor_cpu_s_per_photo": editor.cpu_s / args.photos,
+            "torch_calls_per_photo": editor.torch_calls / args.photos}
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ every detection or time the device's work."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -81,12 +83,22 @@ def blob_masks(concept, shape: tuple[int, int], coverage: float, seed: int):
     return ConceptMasks(concept.name, union, instances_from_union(union, concept.multi_instance))
 
 
+def keep_masks_on(inner, device) -> None:
+    """A wrapper passes the editor's hand-over request to the segmenter it wraps."""
+    keep = getattr(inner, "keep_masks_on", None)
+    if keep is not None:
+        keep(device)
+
+
 class KeepTop:
     """The segmenter with every concept's threshold at 0, so each prompt keeps its
     ``max_instances`` best detections whatever random weights score."""
 
     def __init__(self, inner) -> None:
         self.inner, self.device, self.device_label = inner, inner.device, inner.device_label
+
+    def keep_masks_on(self, device) -> None:
+        keep_masks_on(self.inner, device)
 
     def segment(self, requests, concepts):
         return list(self.segment_each(requests, concepts))
@@ -104,6 +116,9 @@ class BusyClock:
     def __init__(self, inner) -> None:
         self.inner, self.busy_s = inner, 0.0
 
+    def keep_masks_on(self, device) -> None:
+        keep_masks_on(self.inner, device)
+
     def segment(self, requests, concepts):
         return list(self.segment_each(requests, concepts))
 
@@ -114,3 +129,52 @@ class BusyClock:
             yield from each(requests, concepts) if each else self.inner.segment(requests, concepts)
         finally:
             self.busy_s += time.perf_counter() - started
+
+
+class EditorClock:
+    """The editor, counting what its mask fits and edits cost the host: thread CPU seconds
+    inside them (with torch at one intra-op thread, a torch op's CPU is on the calling thread)
+    and, for a torch editor, the torch calls made (each one a kernel launch or more on a GPU)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name = inner, inner.name
+        self.cpu_s, self.torch_calls = 0.0, 0
+        self._lock = threading.Lock()
+
+    def slot(self, pixels):
+        return self.inner.slot(pixels)
+
+    def attach(self, segmenter) -> None:
+        self.inner.attach(segmenter)
+
+    def fit_masks(self, image, masks, plan):
+        return self._timed(self.inner.fit_masks, image, masks, plan)
+
+    def apply(self, image, edits, protect):
+        return self._timed(self.inner.apply, image, edits, protect)
+
+    def _timed(self, call, *args):
+        counter = _TorchCalls() if self.name == "torch" else contextlib.nullcontext()
+        started = time.thread_time()
+        try:
+            with counter:
+                return call(*args)
+        finally:
+            with self._lock:
+                self.cpu_s += time.thread_time() - started
+                self.torch_calls += getattr(counter, "calls", 0)
+
+
+def _TorchCalls():
+    from torch.overrides import TorchFunctionMode
+
+    class TorchCalls(TorchFunctionMode):
+        """Counts torch functions and tensor methods called on this thread."""
+
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    return TorchCalls()

@@ -119,7 +119,8 @@ class TorchEditor:
         from engine.edits.device.handover import DeviceFitter
 
         with self.slot(image.shape[0] * image.shape[1]):
-            return fit_masks(image, masks, plan, DeviceFitter(image, self.device))
+            fitter = DeviceFitter(image, self.device)
+            return fitter.hand_over(fit_masks(image, masks, plan, fitter))
 
     def slot(self, pixels: int) -> ContextManager[None]:
         return self.budget.reserve(pixels * DEVICE_BYTES_PER_PIXEL)

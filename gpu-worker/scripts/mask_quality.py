@@ -15,7 +15,7 @@ where the coarse mask does worst - exact masks | coarse masks | fitted masks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ CROP = (160, 120)  # w, h of each 1:1 crop
 WRONG_RATIO_TARGET = 0.5  # fitted wrong share at most half the coarse one's
 BLEED_TARGET = 0.02
 ROOM_PROTECT = ("Frame_Molding", "Glass_highlight", "Grout", "Door")
+MaskFit = Callable[[np.ndarray, dict[str, ConceptMasks], Plan], dict[str, ConceptMasks]]
 
 
 @dataclass
@@ -85,12 +86,14 @@ def _crop_at(images: list[np.ndarray], weight: np.ndarray) -> np.ndarray:
 
 
 def run_case(scene: str, rgb: np.ndarray, exact: dict[str, np.ndarray], coarse: dict[str, np.ndarray],
-             preset: Preset, concept: str, op: Op, protect: tuple[str, ...], label: str) -> Outcome:
+             preset: Preset, concept: str, op: Op, protect: tuple[str, ...], label: str,
+             fit: MaskFit = fit_masks) -> Outcome:
+    """``fit``: how the masks are made ready (``plan_masks.fit_masks`` or an editor's)."""
     plan = Plan(preset, (PlannedRule(concept, op, None),), protect)
     shape = rgb.shape[:2]
     prompted = [c.name for c in plan.concepts_to_prompt()]
     found = _segmentation({n: coarse[n] for n in prompted}, preset)
-    ready = fit_masks(rgb, found, plan)
+    ready = fit(rgb, found, plan)
     given_protect = _union(coarse, protect, shape) if protect else None
     true_protect = _union(exact, protect, shape) if protect else None
     fitted_protect = _union(ready, protect, shape) if protect else None
@@ -123,7 +126,7 @@ def run_case(scene: str, rgb: np.ndarray, exact: dict[str, np.ndarray], coarse: 
     return Outcome(scene, label, s_coarse, s_fit, crops)
 
 
-def outcomes(width: int = 960, height: int = 720, seed: int = 21) -> list[Outcome]:
+def outcomes(width: int = 960, height: int = 720, seed: int = 21, fit: MaskFit = fit_masks) -> list[Outcome]:
     pal, spal = INTERIOR.palette, SELLER.palette
     out = []
     for room_seed in (0, 7):
@@ -140,7 +143,7 @@ def outcomes(width: int = 960, height: int = 720, seed: int = 21) -> list[Outcom
             ("Furniture", Recolor(pal["terracotta"].rgb), ROOM_PROTECT, "Furniture -> terracotta"),
         ]
         for concept, op, protect, label in cases:
-            out.append(run_case(scene, rgb, exact, coarse, INTERIOR, concept, op, protect, label))
+            out.append(run_case(scene, rgb, exact, coarse, INTERIOR, concept, op, protect, label, fit))
             print(_row(out[-1]), flush=True)
     rgb, exact = render_product(height, height, seed=1)
     for name in ("Prop", "Reflection"):
@@ -149,7 +152,7 @@ def outcomes(width: int = 960, height: int = 720, seed: int = 21) -> list[Outcom
     for label, pid in (("Background -> studio_white (derived)", "studio_white"),
                        ("Background -> pastel_blue (derived)", "pastel_blue")):
         out.append(run_case("product (seed 1)", rgb, exact, coarse, SELLER, "Background",
-                            Recolor(spal[pid].rgb), (), label))
+                            Recolor(spal[pid].rgb), (), label, fit))
         print(_row(out[-1]), flush=True)
     return out
 

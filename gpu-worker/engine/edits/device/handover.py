@@ -6,7 +6,9 @@ one that came from the host (stored masks, a segmenter elsewhere) goes up once. 
 union stays on the device for the edits; its host copy is made only when something on the host
 reads ``union`` (the mask PNGs of a stage that writes masks, a derived concept). Instances follow
 the fitted union on the device too (the same ellipse dilation as ``plan_masks._follow``); each
-comes down as its box's part, since instances are stored and listed on the host.
+comes down as its box's part, since instances are stored and listed on the host. A concept
+made on the host from fitted ones (engine/derive.py) goes up once, so the edits find every mask
+on the device.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from engine.edits.device import ops
 from engine.edits.device.editor import on_device
 from engine.edits.device.maskfit import fit_mask, fit_protect
 from engine.maskfit import band_px
-from engine.segmenter import ConceptMasks, Instance
+from engine.segmenter import ConceptMasks, Instance, Segmentation
 
 
 class DeviceFitter:
@@ -36,6 +38,14 @@ class DeviceFitter:
             followed = (follow(inst, union, self.band) for inst in found.instances)
             # ids stay as they were: rules of later ``apply`` jobs name instances by id
             return ConceptMasks(found.concept, None, [inst for inst in followed if inst.area], union)
+
+
+    def hand_over(self, masks: Segmentation) -> Segmentation:
+        """Every concept on the device: those made on the host (derived concepts) go up once."""
+        for found in masks.values():
+            if found.on_device is None:
+                found.on_device = on_device(found.union, self.device)
+        return masks
 
 
 def follow(inst: Instance, union: torch.Tensor, band: int) -> Instance:

@@ -8,20 +8,25 @@ clean again. Inputs: the photo as uint8 H x W x 3 and masks as bool H x W tensor
 Where torch has no equivalent of the host's OpenCV call, the port differs as follows:
 
 - Specks (``clean_specks``): torch has no connected-component labelling. The mask is counted in
-  blocks of ``speck_block_px`` pixels (half a prediction cell) on the device; only that small
-  grid of counts goes to the host, where OpenCV labels the 8-connected groups of occupied blocks
-  and drops (fills) the groups holding fewer than ``min_area`` mask (background) pixels. Two
-  pixels that touch lie in touching blocks, so a group holds whole components and its count is
-  their total area: everything dropped is a speck. A speck less than a block from another part
-  of the mask shares its group and stays; it lies in the band, where the colour decides it.
+  blocks of ``speck_block_px`` pixels (a quarter of a prediction cell: one pixel while the photo's
+  longer side is under 1728, 3 at 12 MP) and the 8-connected groups of occupied blocks are labelled on the device by
+  spreading the highest label to the neighbours, as many times as a compact speck is wide in
+  blocks; a group with fewer than ``min_area`` mask (background) pixels is dropped (filled).
+  Two pixels that touch lie in touching blocks, so a group holds whole components and its count
+  is their total area: everything dropped is a speck. Kept where the host drops: a speck less
+  than a block from another part of the mask (it shares a group; it lies in the band, where the
+  colour decides it), and a speck too long and thin to settle in those steps.
 - Band: the host's exact distance transforms are the same sets as a dilation by the Euclidean
   disk of radius ``band`` (``ops.disk_rows``), which torch does exactly: no difference.
 - Statistics: computed once over the window around the band instead of tile by tile; the
   window is aligned to the statistics' step as the host's tiles are, so they sample the same
   grid. At the photo's right and bottom edge the host resizes a partial step by OpenCV's area
   rule, the port pads it with no samples.
+- Colour: OpenCV's float RGB -> Lab decodes sRGB through a spline table; the port uses the
+  decoded values OpenCV gives each 8-bit level (``_opencv_decoding``) and exact cube roots, within
+  a few hundredths of a Lab unit of OpenCV's.
 
-bench/maskfit_device_parity.py measures what that changes (bench/results/maskfit_device_parity.md).
+bench/maskfit_device_parity.py measures what the port changes (bench/results/maskfit_device_parity_*.md).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from engine.edits.device import ops
 from engine.maskfit import (BAND_CELLS, MIN_SPECK_CELLS, NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SMOOTH_SIGMA,
                             prediction_cell_px)
 
-SPECK_BLOCK_CELLS = 0.5  # speck labelling's block side in prediction cells (a speck is >= 1 cell)
+SPECK_BLOCK_CELLS = 0.25  # speck labelling's block side in prediction cells (a speck is >= 1 cell)
 
 
 def speck_block_px(cell: float) -> int:
@@ -84,14 +89,12 @@ def clean_specks(mask: torch.Tensor, min_area: float, block: int) -> torch.Tenso
     """``mask`` without islands, and with holes not touching the frame, of fewer than ``min_area``
     pixels, found on blocks of ``block`` pixels (see the module's docstring)."""
     h, w = mask.shape
-    counts = _block_counts(mask, block).cpu().numpy()
-    valid = _block_counts_of_frame(h, w, block)
-    islands = _small_groups(counts, min_area, keep_border=False)
-    counts[islands] = 0
-    holes = _small_groups(valid - counts, min_area, keep_border=True)
-    if not islands.any() and not holes.any():
-        return mask.clone()
-    drop, fill = (_blocks_to_pixels(torch.from_numpy(g).to(mask.device), block, h, w) for g in (islands, holes))
+    counts = _block_counts(mask, block)
+    steps = int(math.ceil(2 * math.sqrt(min_area) / block)) + 2
+    islands = _small_groups(counts, min_area, steps, keep_border=False)
+    counts = counts.masked_fill(islands, 0)
+    holes = _small_groups(_frame_counts(h, w, block, mask.device) - counts, min_area, steps, keep_border=True)
+    drop, fill = (_blocks_to_pixels(g, block, h, w) for g in (islands, holes))
     return (mask & ~drop) | fill
 
 
@@ -102,32 +105,48 @@ def _block_counts(mask: torch.Tensor, block: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=16)
-def _frame_counts(h: int, w: int, block: int) -> np.ndarray:
-    rows = np.minimum(block, h - np.arange(0, h, block))
-    cols = np.minimum(block, w - np.arange(0, w, block))
-    return (rows[:, None] * cols[None, :]).astype(np.int32)
-
-
-def _block_counts_of_frame(h: int, w: int, block: int) -> np.ndarray:
+def _frame_counts(h: int, w: int, block: int, device: torch.device) -> torch.Tensor:
     """The photo's pixels per block (fewer in the last row and column of blocks)."""
-    return _frame_counts(h, w, block).copy()
+    rows = torch.clamp(h - torch.arange(0, h, block), max=block)
+    cols = torch.clamp(w - torch.arange(0, w, block), max=block)
+    return (rows[:, None] * cols[None, :]).to(torch.int32).to(device)
 
 
-def _small_groups(counts: np.ndarray, min_area: float, keep_border: bool) -> np.ndarray:
-    """Blocks of the 8-connected groups of occupied blocks whose counts sum below ``min_area``;
-    with ``keep_border``, groups reaching the grid's edge are kept."""
-    occupied = (counts > 0).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(occupied, connectivity=8)
-    if n <= 1:
-        return np.zeros(counts.shape, bool)
-    small = np.bincount(labels.ravel(), weights=counts.ravel(), minlength=n) < min_area
-    small[0] = False
+def _small_groups(counts: torch.Tensor, min_area: float, steps: int, keep_border: bool) -> torch.Tensor:
+    """Blocks of the 8-connected groups of occupied blocks whose counts sum below ``min_area``.
+
+    Each occupied block starts with its own label and takes its neighbours' highest, ``steps``
+    times: a group whose blocks then all hold one label is labelled, one still holding several
+    (too long to settle in ``steps``) is kept whatever its size. With ``keep_border``, groups
+    reaching the grid's edge are kept too."""
+    occupied = counts > 0
+    n = counts.numel()
+    labels = torch.where(occupied, torch.arange(1, n + 1, device=counts.device, dtype=torch.float32).view_as(counts),
+                         torch.zeros((), device=counts.device))
+    for _ in range(steps):
+        labels = torch.where(occupied, _max3(labels), labels)
+    highest, lowest = _max3(labels), -_max3(-torch.where(occupied, labels, torch.full_like(labels, n + 1)))
+    kept = occupied & ((highest != labels) | (lowest != labels))  # a group not settled
     if keep_border:
-        gh, gw = counts.shape
-        x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-        small &= ~((x == 0) | (y == 0) | (x + stats[:, cv2.CC_STAT_WIDTH] == gw)
-                   | (y + stats[:, cv2.CC_STAT_HEIGHT] == gh))
-    return small[labels]
+        edge = torch.ones_like(occupied)
+        edge[1:-1, 1:-1] = False
+        kept |= occupied & edge
+    index = labels.long()
+    area = torch.zeros(n + 1, dtype=torch.int64, device=counts.device).index_add_(0, index.view(-1),
+                                                                                  counts.view(-1).long())
+    keep = torch.zeros(n + 1, dtype=torch.bool, device=counts.device)
+    keep[index[kept]] = True
+    small = (area < min_area) & ~keep
+    small[0] = False
+    return small[index]
+
+
+def _max3(x: torch.Tensor) -> torch.Tensor:
+    """The highest value of each 3 x 3 neighbourhood (two passes of shifted maxima: on a CPU
+    many times faster than torch's max pooling)."""
+    p = F.pad(x[None], (1, 1, 1, 1), value=float("-inf"))[0]
+    rows = torch.maximum(torch.maximum(p[:-2], p[1:-1]), p[2:])
+    return torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
 def _blocks_to_pixels(grid: torch.Tensor, block: int, h: int, w: int) -> torch.Tensor:
@@ -187,12 +206,27 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (d * d).sum(0)
 
 
+@lru_cache(maxsize=1)
+def _opencv_decoding() -> np.ndarray:
+    """The linear value OpenCV's float RGB -> Lab gives each 8-bit level. Its sRGB decoding is
+    a spline through a table of the exact curve (up to 3% off near black), so it is read back:
+    for grey, L depends on the level's linear value alone, and OpenCV's linear-RGB -> Lab
+    (the same conversion without the decoding) is bisected to give the same L."""
+    grey = np.repeat((np.arange(256) / 255.0).astype(np.float32)[:, None], 3, 1)[None]
+    target = cv2.cvtColor(grey, cv2.COLOR_RGB2Lab)[0, :, 0]
+    lo, hi = np.zeros(256), np.ones(256)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        below = cv2.cvtColor(np.repeat(mid.astype(np.float32)[:, None], 3, 1)[None], cv2.COLOR_LRGB2Lab)[0, :, 0] < target
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return (lo + hi) / 2
+
+
 @lru_cache(maxsize=8)
 def _lab_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """sRGB decoding per 8-bit level, OpenCV's RGB -> XYZ matrix over its D65 white, and the
     Gaussian kernel OpenCV uses for ``SMOOTH_SIGMA`` on float images (side 8 sigma + 1)."""
-    level = np.arange(256) / 255.0
-    linear = np.where(level <= 0.04045, level / 12.92, ((level + 0.055) / 1.055) ** 2.4)
+    linear = _opencv_decoding()
     to_xyz = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
                        [0.019334, 0.119193, 0.950227]]) / np.array([[0.950456], [1.0], [1.088754]])
     side = int(round(SMOOTH_SIGMA * 4 * 2 + 1)) | 1
