@@ -18,6 +18,8 @@
 #     bash gpu-worker/bench/gpu_run.sh edits      # edits on the device: parity on CUDA, one 12 MP
 #                                                 # photo's edits (numpy and torch editors, GPU
 #                                                 # memory per photo)
+#     bash gpu-worker/bench/gpu_run.sh maskfit    # the mask fit on the device: parity tests on CUDA,
+#                                                 # bench.maskfit_device_parity (quality, 12 MP cost)
 #     bash gpu-worker/bench/gpu_run.sh e2e-edits  # 16 x 12 MP, 3 detections kept per prompt: the
 #                                                 # pipeline with torch edits next to model only
 #
@@ -86,6 +88,12 @@ case "${1:-}" in
         python3 -m bench.bench_device_edits --editors numpy,torch
         keep bench/results/device_edits_*cuda*.md
         ;;
+    maskfit)
+        install
+        python3 -m pytest -q -p no:cacheprovider tests/test_device_maskfit.py 2>&1 | tail -5
+        python3 -m bench.maskfit_device_parity
+        keep bench/results/maskfit_device_parity_cuda.md
+        ;;
     e2e-edits)
         install
         APPLY_BACKEND=torch python3 -m bench.bench_e2e --model full --photos 16 --variants pipeline,model \
@@ -93,7 +101,7 @@ case "${1:-}" in
         keep bench/results/e2e_full_*_keep3.md
         ;;
     *)
-        sed -n '2,24p' "$0"
+        sed -n '2,26p' "$0"
         exit 2
         ;;
 esac
