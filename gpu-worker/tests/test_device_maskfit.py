@@ -34,9 +34,9 @@ def scenes():
     """(photo, exact masks, segmenter-like masks, the host's fit of each non-empty one)."""
     rooms = []
     for seed in (0, 7):
-        rgb, exact = render_room(640, 480, seed=seed)
+        rgb, exact = render_room(480, 360, seed=seed)
         rooms.append((rgb, exact, segmenter_like(exact, seed=21 + seed)))
-    rgb, exact = render_product(480, 480, seed=1)
+    rgb, exact = render_product(360, 360, seed=1)
     rooms.append((rgb, exact, segmenter_like(exact, seed=21)))
     return [(rgb, exact, coarse, {n: host.fit_mask(rgb, m) for n, m in coarse.items() if m.any()})
             for rgb, exact, coarse in rooms]
