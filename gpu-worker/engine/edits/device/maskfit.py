@@ -2,7 +2,7 @@
 
 The steps and constants are engine/maskfit.py's (imported from there): clean specks, the band
 between sure inside and sure outside, the local colour statistics of both sides, the per-pixel
-decision (``decide``, one function, the same rule as the host's), a 3 x 3 majority on the band,
+decision (``decide`` and the edge pixels after it, the host's rule), a 3 x 3 majority on the band,
 clean again. Inputs: the photo as uint8 H x W x 3 and masks as bool H x W tensors on one device.
 
 Where torch has no equivalent of the host's OpenCV call, the port differs as follows:
@@ -26,7 +26,7 @@ Where torch has no equivalent of the host's OpenCV call, the port differs as fol
   decoded values OpenCV gives each 8-bit level (``_opencv_decoding``) and exact cube roots, within
   a few hundredths of a Lab unit of OpenCV's.
 
-bench/maskfit_device_parity.py measures what the port changes (bench/results/maskfit_device_parity_*.md).
+bench/maskfit_device_parity.py measures what the port changes.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from engine.edits.device import ops
-from engine.maskfit import (BAND_CELLS, MIN_SPECK_CELLS, NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SMOOTH_SIGMA,
-                            prediction_cell_px)
+from engine.maskfit import (BAND_CELLS, EDGE_MIN, EDGE_REACH, EDGE_SCALE_CELLS, EDGE_TEXTURE, MIN_SPECK_CELLS,
+                            NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SMOOTH_SIGMA, prediction_cell_px)
 
 SPECK_BLOCK_CELLS = 0.25  # speck labelling's block side in prediction cells (a speck is >= 1 cell)
 
@@ -69,8 +69,10 @@ def fit_mask(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None
     step = max(1, radius // 4)
     window = _window(unknown, step, -(-(radius + 2 * step + 2) // step) * step)
     out = cleaned.clone()
+    scale = max(1, round(EDGE_SCALE_CELLS * cell))
     if window is not None:
-        decided = _decide_window(rgb[window], cleaned[window], ~near_out[window], ~near_in[window], radius, step)
+        decided = _decide_window(rgb[window], cleaned[window], ~near_out[window], ~near_in[window], unknown[window],
+                                 radius, step, scale)
         out[window] = torch.where(unknown[window], decided, cleaned[window])
         smooth = _majority3(out[window])
         out[window] = torch.where(unknown[window], smooth, out[window])
@@ -166,26 +168,87 @@ class SideStats:
     have: torch.Tensor
 
 
-def decide(lab: torch.Tensor, coarse: torch.Tensor, inside: SideStats, outside: SideStats) -> torch.Tensor:
-    """Inside or not, per pixel (``maskfit._decide``'s rule): nearer the inside colour and no
-    outlier of it, where the two sides differ enough; the coarse mask elsewhere, or with no
-    sure outside near, the coarse mask minus the inside's outliers."""
+def decide(lab: torch.Tensor, coarse: torch.Tensor, inside: SideStats, outside: SideStats, reach_in: torch.Tensor,
+           reach_out: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """Inside or not, per pixel (``maskfit._decide``'s rule before its edge pixels): a flat pixel
+    reached from one sure side only goes with it; reached from both, by colour (nearer the inside
+    colour and no outlier of it, where the sides differ enough; the coarse mask elsewhere, or with
+    no sure outside near, the coarse mask minus the inside's outliers); a pocket reached from
+    neither may only leave the coarse mask."""
     d_in, d_out = _sq_dist(lab, inside.mean), _sq_dist(lab, outside.mean)
     sep = _sq_dist(inside.mean, outside.mean)
     spread_in, spread_out = inside.var + NOISE_FLOOR, outside.var + NOISE_FLOOR
+    both_sides = inside.have & outside.have
     like_inside = d_in <= OUTLIER_SIGMAS**2 * spread_in
-    told_apart = inside.have & outside.have & (sep > SEPARATION**2 * (spread_in + spread_out))
+    told_apart = both_sides & (sep > SEPARATION**2 * (spread_in + spread_out))
     by_colour = (d_in < d_out) & like_inside
     only_inside = inside.have & ~outside.have
-    return torch.where(told_apart, by_colour, torch.where(only_inside, coarse & like_inside, coarse))
+    colour_rule = torch.where(told_apart, by_colour, torch.where(only_inside, coarse & like_inside, coarse))
+    pocket = flat & ~reach_in & ~reach_out & both_sides
+    return torch.where(flat & (reach_in ^ reach_out) & both_sides, reach_in,
+                       torch.where(pocket, coarse & by_colour, colour_rule))
 
 
 def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tensor, sure_out: torch.Tensor,
-                   radius: int, step: int) -> torch.Tensor:
+                   need: torch.Tensor, radius: int, step: int, scale: int) -> torch.Tensor:
     lab = smoothed_lab(rgb)
     inside = _robust_stats(lab, sure_in, radius, step)
     outside = _robust_stats(lab, sure_out, radius, step)
-    return decide(lab, coarse, inside, outside)
+    strength = _edge_strength(lab, scale)
+    edge = strength >= (EDGE_TEXTURE * _local_mean(strength, sure_in, radius, step)).clamp_min(EDGE_MIN)
+    flat = ~edge
+    steps = radius // 2
+    reach_in = _reach(sure_in, edge | sure_out, steps, scale) & flat
+    reach_out = _reach(sure_out, edge | sure_in, steps, scale) & flat
+    work = _dilate_square(need, EDGE_REACH * scale)
+    decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, flat), sure_in)
+    # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer.
+    near_in, have_in = _masked_mean(lab, flat & decided, EDGE_REACH, scale)
+    near_out, have_out = _masked_mean(lab, flat & ~decided, EDGE_REACH, scale)
+    ridge = need & edge & (have_in | have_out)
+    nearer_in = torch.where(have_in & have_out, _sq_dist(lab, near_in) < _sq_dist(lab, near_out), have_in)
+    return torch.where(ridge, nearer_in, decided)
+
+
+def _edge_strength(lab: torch.Tensor, scale: int) -> torch.Tensor:
+    """``maskfit._edge_strength``: half the larger colour step across each pixel over ``2 * scale``."""
+    h, w = lab.shape[-2:]
+    pad = F.pad(lab[None], (scale, scale, scale, scale), mode="replicate")[0]
+    dx = _sq_dist(pad[:, scale:scale + h, 2 * scale:], pad[:, scale:scale + h, :w])
+    dy = _sq_dist(pad[:, 2 * scale:, scale:scale + w], pad[:, :h, scale:scale + w])
+    return torch.maximum(dx, dy).sqrt() * 0.5
+
+
+def _reach(seed: torch.Tensor, edge: torch.Tensor, steps: int, scale: int) -> torch.Tensor:
+    """``maskfit._reach``: pixels reached from ``seed`` in ``steps`` 4-neighbour steps without
+    entering ``edge``, on ``scale`` x ``scale`` blocks (an edge pixel makes its block an edge,
+    a block mostly seed is seed; blocks past the window's edge hold nothing)."""
+    h, w = seed.shape
+    pad = (0, -w % scale, 0, -h % scale)
+    seed_b = ops.area_down(F.pad(seed.float(), pad)[None], scale)[0] > 0.5
+    edge_b = ops.area_down(F.pad(edge.float(), pad)[None], scale)[0] > 0
+    gate = ~edge_b | seed_b
+    grown = seed_b & gate
+    for _ in range(-(-steps // scale)):
+        p = F.pad(grown[None].float(), (1, 1, 1, 1))[0].bool()
+        grown = (grown | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]) & gate
+    return _blocks_to_pixels(grown, scale, h, w)
+
+
+def _dilate_square(mask: torch.Tensor, r: int) -> torch.Tensor:
+    return F.max_pool2d(mask.float()[None, None], 2 * r + 1, stride=1, padding=r)[0, 0] > 0
+
+
+def _masked_mean(lab: torch.Tensor, where: torch.Tensor, reach: int, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``maskfit._masked_mean``: the mean colour of the ``where`` pixels within ``reach`` blocks of
+    ``scale`` pixels, and whether there are any."""
+    h, w = where.shape
+    pad = (0, -w % scale, 0, -h % scale)
+    weight = ops.box_sum_zero(ops.area_down(F.pad(where.float(), pad)[None], scale), reach)
+    total = ops.box_sum_zero(ops.area_down(F.pad(lab * where, pad), scale), reach)
+    full = (h + pad[3], w + pad[1])
+    mean = ops.linear_up(total / weight.clamp_min(1e-6), full)[:, :h, :w]
+    return mean, ops.linear_up(weight, full)[0, :h, :w] > 0.5 / (scale * scale)
 
 
 def _window(unknown: torch.Tensor, step: int, margin: int) -> tuple[slice, slice] | None:
@@ -283,6 +346,16 @@ def _local_stats(lab: torch.Tensor, where: torch.Tensor, radius: int, step: int)
         return ops.linear_up(x, full)[..., :h, :w]
 
     return SideStats(up(mean), up(var[None])[0], up(have.float()[None])[0] > 0.5)
+
+
+def _local_mean(values: torch.Tensor, where: torch.Tensor, radius: int, step: int) -> torch.Tensor:
+    """``maskfit._local_mean``: the mean of ``values`` over the ``where`` pixels within ``radius``."""
+    h, w = where.shape
+    pad = (0, -w % step, 0, -h % step)
+    r = max(1, radius // step)
+    w_sum = ops.box_sum_zero(ops.area_down(F.pad(where.float(), pad)[None], step), r)
+    v_sum = ops.box_sum_zero(ops.area_down(F.pad(values * where, pad)[None], step), r)
+    return ops.linear_up(v_sum / w_sum.clamp_min(1e-6), (h + pad[3], w + pad[1]))[0, :h, :w]
 
 
 def _majority3(mask: torch.Tensor) -> torch.Tensor:
