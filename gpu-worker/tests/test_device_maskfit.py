@@ -69,7 +69,7 @@ def test_torch_fit_decides_few_pixels_otherwise_on_segmenter_like_masks(scenes, 
             theirs = device_fit.fit_mask(photo, torch.from_numpy(coarse[name]).to(device)).cpu().numpy()
             changed += int((ours ^ coarse[name]).sum())
             otherwise += int((ours ^ theirs).sum())
-        assert changed > 1000 and otherwise <= 0.04 * changed
+        assert changed > 500 and otherwise <= 0.04 * changed
 
 
 @pytest.mark.parametrize("device", DEVICES)
