@@ -114,10 +114,16 @@ def _scan(known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _smooth(img: np.ndarray, known: np.ndarray, sigma: float) -> np.ndarray:
-    """Smoothed colours (float64) from the known pixels only: next to the hole they must not
-    carry the object."""
-    weight = exact_blur(known.astype(np.float64), sigma)
-    return exact_blur(img * known[..., None], sigma) / np.maximum(weight, 1e-3)[..., None]
+    """Smoothed colours (float64) of uint8 ``img`` from the known pixels only: next to the hole
+    they must not carry the object. One channel at a time (the blurs are exact, so this is
+    the three-channel blur's bits at a third of its working memory)."""
+    weight = np.maximum(exact_blur(known.astype(np.float64), sigma), 1e-3)
+    out = np.empty(img.shape, np.float64)
+    plane = np.empty(known.shape, np.float64)
+    for c in range(img.shape[2]):
+        np.multiply(img[..., c], known, out=plane)
+        out[..., c] = exact_blur(plane, sigma) / weight
+    return out
 
 
 def _at(image: np.ndarray, inverse: np.ndarray, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -126,6 +132,42 @@ def _at(image: np.ndarray, inverse: np.ndarray, cols: np.ndarray, rows: np.ndarr
     x = np.rint(inverse[0, 0] * cols + inverse[0, 1] * rows + inverse[0, 2]).astype(np.int32)
     y = np.rint(inverse[1, 0] * cols + inverse[1, 1] * rows + inverse[1, 2]).astype(np.int32)
     return image[np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)]
+
+
+_CHUNK = 1 << 18  # hole pixels whose crossings are evaluated at a time
+_BAND = 1 << 20  # rotated canvas pixels scanned at a time
+
+
+def _chunks(n: int) -> list[slice]:
+    return [slice(i, min(n, i + _CHUNK)) for i in range(0, n, _CHUNK)]
+
+
+def crossing_ends(known: np.ndarray, inverse: np.ndarray, rx: np.ndarray, ry: np.ndarray,
+                  width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_scan`` of the rotated canvas at the points (rx, ry), int32: the columns of the nearest
+    known pixel left and right of each on its canvas row. The canvas is scanned a band of rows
+    at a time (rows are independent), only the bands that hold points."""
+    rows_per_band = max(1, _BAND // width)
+    band = (ry // rows_per_band).astype(np.int16)
+    order = np.argsort(band, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(band))])
+    lc, rc = np.empty(rx.size, np.int32), np.empty(rx.size, np.int32)
+    for b in np.flatnonzero(bounds[1:] > bounds[:-1]):
+        at = order[bounds[b]:bounds[b + 1]]
+        top = int(b) * rows_per_band
+        lines = np.arange(top, top + rows_per_band)
+        left, right = _scan(rotated_rows(known, inverse, lines, width))
+        lc[at], rc[at] = left[ry[at] - top, rx[at]], right[ry[at] - top, rx[at]]
+    return lc, rc
+
+
+def _crossing(lc: np.ndarray, rc: np.ndarray, rx: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Distances (float32) to the left and right ends, which ends exist, and the crossing's span."""
+    has_l, has_r = lc >= 0, rc < _FAR
+    dl, dr = (rx - lc).astype(np.float32), (rc - rx).astype(np.float32)
+    both = has_l & has_r
+    span = np.where(both, dl + dr, np.where(has_l, dl, dr)).astype(np.float32)
+    return dl, dr, has_l, has_r, both, span
 
 
 class StructureInpainter:
@@ -168,6 +210,7 @@ class StructureInpainter:
             weight = np.ones(hole.shape, np.float32)
             weight[ty, tx] = np.clip((gap - wide) / max(0.5 * wide, 1.0), 0.0, 1.0)
             blend = weight[ys, xs]
+            del weight
         if (blend > 0).any():
             base = self.fallback.inpaint(rgb, hole, guide)[ys, xs].astype(np.float32)
             mixed = out[ys, xs].astype(np.float32) * (1 - blend[:, None]) + base * blend[:, None]
@@ -183,42 +226,47 @@ class StructureInpainter:
         rows, cols = np.flatnonzero(thin.any(axis=1)), np.flatnonzero(thin.any(axis=0))
         y0, y1 = max(0, rows[0] - margin), min(h, rows[-1] + margin + 1)
         x0, x1 = max(0, cols[0] - margin), min(w, cols[-1] + margin + 1)
-        img = rgb[y0:y1, x0:x1].astype(np.float64)
+        window = rgb[y0:y1, x0:x1]
         known = ~hole[y0:y1, x0:x1]
         query = thin[y0:y1, x0:x1]
-        smooth = _smooth(img, known, self.smooth_sigma)
-        same = guide is None or guide is rgb or np.array_equal(guide[y0:y1, x0:x1], rgb[y0:y1, x0:x1])
-        decide_on = smooth if same else _smooth(guide[y0:y1, x0:x1].astype(np.float64), known, self.smooth_sigma)
-        detail = img - smooth
-        # texture is copied from pixels clear of the hole's rim (whose detail is the object's
-        # edge, not the surface's grain), and limited to the surface's own range of detail
+        same = guide is None or guide is rgb or np.array_equal(guide[y0:y1, x0:x1], window)
+        decide_on = _smooth(window if same else guide[y0:y1, x0:x1], known, self.smooth_sigma)
+        # the grain first: the colours' smoothed copy is not needed for it
+        grain = self._grain(decide_on, known, *np.nonzero(query), 0.01 * max(h, w))
+        smooth = decide_on if same else _smooth(window, known, self.smooth_sigma)
+        # texture (the window minus its smoothed copy, read where needed) is copied from pixels
+        # clear of the hole's rim (whose detail is the object's edge, not the surface's grain),
+        # and limited to the surface's own range of detail
         source = cv2.erode(known.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         ring = source & cv2.dilate(query.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
-        limit = 2.0 * float(np.percentile(np.abs(detail[ring]), 84)) if ring.any() else 0.0
-        fill, shift_y, shift_x, gap = self._directional(smooth, decide_on, known, query, 0.01 * max(h, w),
-                                                        1.5 * wide)
+        limit = 2.0 * float(np.percentile(np.abs(window[ring] - smooth[ring]), 84)) if ring.any() else 0.0
+        del ring
+        fill, shift_y, shift_x, gap = self._directional(smooth, decide_on, known, query, grain,
+                                                        0.01 * max(h, w), 1.5 * wide)
         ys, xs = np.nonzero(query)
         sy = np.clip(np.rint(ys + shift_y).astype(np.int32), 0, known.shape[0] - 1)
         sx = np.clip(np.rint(xs + shift_x).astype(np.int32), 0, known.shape[1] - 1)
-        texture = np.where(source[sy, sx][:, None], np.clip(detail[sy, sx], -limit, limit), 0.0)
+        detail = window[sy, sx] - smooth[sy, sx]
+        texture = np.where(source[sy, sx][:, None], np.clip(detail, -limit, limit), 0.0)
         return fill + texture, gap
 
     def _directional(self, smooth: np.ndarray, decide_on: np.ndarray, known: np.ndarray, hole: np.ndarray,
-                     unit: float, longest: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                     grain_around: tuple[np.ndarray, np.ndarray], unit: float, longest: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per hole pixel: the interpolated smoothed colour along the best orientation, the
         texture source's offset (y, x), and the length of the shortest crossing through it (how
         thin the hole is there, whichever orientation the lines take). The orientation is
         chosen on ``decide_on``'s smoothed colours, the colour interpolated in ``smooth``."""
         h, w = hole.shape
-        ys, xs = np.nonzero(hole)
+        ys, xs = (v.astype(np.int32) for v in np.nonzero(hole))
         n = ys.size
         best_cost = np.full(n, np.inf, np.float64)
         best_fill = np.zeros((n, 3), np.float64)
         best_shift = np.zeros(n, np.float32)
-        best_index = np.zeros(n, np.int64)
+        best_index = np.zeros(n, np.int8)
         shortest = np.full(n, np.inf, np.float32)
         sigma = max(1.0, 1.5 * self.smooth_sigma)
-        grain, coherence = self._grain(decide_on, known, ys, xs, unit)
+        grain, coherence = grain_around  # _grain's, at the hole pixels
         angles = self._angles(grain, coherence)
         plane = np.zeros((h, w), np.float64)
         per_span = self.gap_cost / unit  # a product, not a quotient, in every implementation
@@ -227,38 +275,37 @@ class StructureInpainter:
             inverse = cv2.invertAffineTransform(m)
             rx = np.clip(np.rint(m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(np.int32), 0, size[0] - 1)
             ry = np.clip(np.rint(m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(np.int32), 0, size[1] - 1)
-            lines, line = np.unique(ry, return_inverse=True)  # only the rows that hold hole pixels
-            left, right = _scan(rotated_rows(known, inverse, lines, size[0]))
-            lc, rc = left[line, rx], right[line, rx]
-            has_l, has_r = lc >= 0, rc < _FAR
-            # the ends, read in the window at the points the rotated rows came from
-            end_l, end_r = np.maximum(lc, 0), np.minimum(rc, size[0] - 1)
-            dl, dr = (rx - lc).astype(np.float32), (rc - rx).astype(np.float32)
-            both = has_l & has_r
-            span = np.where(both, dl + dr, np.where(has_l, dl, dr)).astype(np.float32)
-            t = np.where(both, dl / np.maximum(dl + dr, 1), np.float32(0.0))[:, None]
-            il, ir = _at(smooth, inverse, end_l, ry), _at(smooth, inverse, end_r, ry)
-            value = np.where(both[:, None], il * (1 - t) + ir * t, np.where(has_l[:, None], il, ir))
-            dl_, dr_ = _at(decide_on, inverse, end_l, ry), _at(decide_on, inverse, end_r, ry)
-            d = dl_ - dr_
-            mismatch = np.where(both, d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2],
-                                np.where(has_l | has_r, self.one_sided_cost, _NO_CROSSING))
-            mismatch = np.where(span <= longest, mismatch, _NO_CROSSING)  # long crossings are the fallback's
-            shortest = np.minimum(shortest, np.where(both, span, np.float32(np.inf)))
-            plane[ys, xs] = np.rint(mismatch + span.astype(np.float64) * per_span)
-            cost = exact_blur(plane, sigma)[ys, xs]
-            cost += np.rint(self.grain_cost * coherence * np.sin(angle - grain) ** 2)
-            better = cost < best_cost
-            if not better.any():
-                continue
-            # texture comes from beyond the nearer end, shifted by the crossing's length
-            width = (rc - lc - 1).astype(np.float32)
-            from_left = has_l & ((dl <= dr) | ~has_r)
-            shift = np.where(both, np.where(from_left, -width, width), np.where(has_l, -2 * dl + 1, 2 * dr - 1))
-            best_cost[better] = cost[better]
-            best_fill[better] = value[better]
-            best_shift[better] = shift[better]
-            best_index[better] = index
+            lc, rc = crossing_ends(known, inverse, rx, ry, size[0])
+            for part in _chunks(n):  # the crossings' costs, at their hole pixels
+                dl, dr, has_l, has_r, both, span = _crossing(lc[part], rc[part], rx[part])
+                end_l, end_r, row = np.maximum(lc[part], 0), np.minimum(rc[part], size[0] - 1), ry[part]
+                d = _at(decide_on, inverse, end_l, row) - _at(decide_on, inverse, end_r, row)
+                mismatch = np.where(both, d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2],
+                                    np.where(has_l | has_r, self.one_sided_cost, _NO_CROSSING))
+                mismatch = np.where(span <= longest, mismatch, _NO_CROSSING)  # long crossings are the fallback's
+                shortest[part] = np.minimum(shortest[part], np.where(both, span, np.float32(np.inf)))
+                plane[ys[part], xs[part]] = np.rint(mismatch + span.astype(np.float64) * per_span)
+            blurred = exact_blur(plane, sigma)
+            for part in _chunks(n):  # the orientation kept where its smoothed cost is lower
+                cost = blurred[ys[part], xs[part]]
+                cost += np.rint(self.grain_cost * coherence[part] * np.sin(angle - grain[part]) ** 2)
+                better = cost < best_cost[part]
+                if not better.any():
+                    continue
+                at = np.flatnonzero(better) + part.start
+                dl, dr, has_l, has_r, both, _ = _crossing(lc[at], rc[at], rx[at])
+                end_l, end_r = np.maximum(lc[at], 0), np.minimum(rc[at], size[0] - 1)
+                t = np.where(both, dl / np.maximum(dl + dr, 1), np.float32(0.0))[:, None]
+                il, ir = _at(smooth, inverse, end_l, ry[at]), _at(smooth, inverse, end_r, ry[at])
+                # texture comes from beyond the nearer end, shifted by the crossing's length
+                width = (rc[at] - lc[at] - 1).astype(np.float32)
+                from_left = has_l & ((dl <= dr) | ~has_r)
+                best_cost[at] = cost[better]
+                best_fill[at] = np.where(both[:, None], il * (1 - t) + ir * t, np.where(has_l[:, None], il, ir))
+                best_shift[at] = np.where(both, np.where(from_left, -width, width),
+                                          np.where(has_l, -2 * dl + 1, 2 * dr - 1))
+                best_index[at] = index
+            del blurred
         sines = np.array([math.sin(a) for a in angles])[best_index]
         cosines = np.array([math.cos(a) for a in angles])[best_index]
         return best_fill, best_shift * sines, best_shift * cosines, shortest
@@ -288,11 +335,20 @@ class StructureInpainter:
         luma = [float(v) for v in LUMA]
         grey = smooth[..., 0] * luma[0] + smooth[..., 1] * luma[1] + smooth[..., 2] * luma[2]
         gx, gy = cv2.Sobel(grey, cv2.CV_64F, 1, 0), cv2.Sobel(grey, cv2.CV_64F, 0, 1)
+        del grey
         inner = cv2.erode(known.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(np.float64)
         sigma = max(3.0, self.tensor_sigma * 100 * unit)
-        norm = np.maximum(cv2.GaussianBlur(inner, (0, 0), sigma), 1e-6)
-        jxx, jyy, jxy = (cv2.GaussianBlur(a * inner, (0, 0), sigma) / norm for a in (gx * gx, gy * gy, gx * gy))
-        jxx, jyy, jxy = jxx[ys, xs], jyy[ys, xs], jxy[ys, xs]
+        norm = np.maximum(cv2.GaussianBlur(inner, (0, 0), sigma), 1e-6)[ys, xs]
+
+        def averaged(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # the blurred a b at the hole pixels
+            product = a * b
+            product *= inner
+            return cv2.GaussianBlur(product, (0, 0), sigma)[ys, xs] / norm
+
+        jxx, jxy = averaged(gx, gx), averaged(gx, gy)
+        del gx
+        jyy = averaged(gy, gy)
+        del gy, inner
         coherence = np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / np.maximum(jxx + jyy, 1e-3)
         # lines run across the dominant gradient
         return 0.5 * np.arctan2(2 * jxy, jxx - jyy) + math.pi / 2, coherence

@@ -74,7 +74,6 @@ def patch_fill(inpainter: PatchInpainter) -> DeviceFill:
         if bool(hole.all()):
             mean = rgb.reshape(-1, 3).double().mean(0).to(torch.uint8)
             return mean.expand_as(rgb).clone()
-        img = rgb.float() / 255.0
         # the reduction on the host, from the guide's uint8 pixels: the exemplar search is
         # discrete, and a reduction that differs in the last float bit can pick another patch
         work, work_hole = inpainter.reduce(guide.cpu().numpy().astype(np.float32) / 255.0, hole.cpu().numpy())
@@ -84,11 +83,16 @@ def patch_fill(inpainter: PatchInpainter) -> DeviceFill:
         if guide is rgb or torch.equal(guide, rgb):
             filled = torch.from_numpy(searched).to(rgb.device)
         else:
-            own = area_resize(img, work_hole.shape) if scaled else img
+            own = area_resize(_unit(rgb), work_hole.shape) if scaled else _unit(rgb)
             filled = _render(own, work_hole_t, off_y, off_x, shift)
-        return _synthesise(rgb, img, hole, filled, work_hole_t, off_y, off_x, shift, scaled)
+        return _synthesise(rgb, hole, filled, work_hole_t, off_y, off_x, shift, scaled)
 
     return fill
+
+
+def _unit(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 levels as float32 0..1 (made where needed: no full-size float copy is kept)."""
+    return rgb.float() / 255.0
 
 
 def _render(work: torch.Tensor, work_hole: torch.Tensor, off_y: np.ndarray, off_x: np.ndarray,
@@ -105,7 +109,7 @@ def _render(work: torch.Tensor, work_hole: torch.Tensor, off_y: np.ndarray, off_
     return filled
 
 
-def _synthesise(rgb: torch.Tensor, img: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor,
+def _synthesise(rgb: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor,
                 work_hole: torch.Tensor, off_y: np.ndarray, off_x: np.ndarray, shift: np.ndarray,
                 scaled: bool) -> torch.Tensor:
     """``PatchInpainter._synthesise`` on the device."""
@@ -122,10 +126,10 @@ def _synthesise(rgb: torch.Tensor, img: torch.Tensor, hole: torch.Tensor, filled
     ok &= ~hole[sy.clamp(0, h - 1), sx.clamp(0, w - 1)]
     ok &= work_hole[cy, cx]
     values = sample_bilinear(filled, qy, qx, (h, w)) if scaled else filled[qy, qx]
-    copied = img[sy.clamp(0, h - 1), sx.clamp(0, w - 1)] + torch.from_numpy(shift).to(device)[cy, cx, None]
+    copied = _unit(rgb[sy.clamp(0, h - 1), sx.clamp(0, w - 1)]) + torch.from_numpy(shift).to(device)[cy, cx, None]
     values = torch.where(ok[:, None], copied, values)
     if scaled:
-        copy = img.clone()
+        copy = _unit(rgb)
         copy[qy, qx] = values
         diff = (filled - area_resize(copy, (eh, ew))).cpu().numpy()
         del copy

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from engine.edits.colour import LUMA
 from engine.edits.device import ops
-from engine.edits.structure_fill import (_CHAMFER, _FAR, _NO_CROSSING, StructureInpainter, _rotation,
+from engine.edits.structure_fill import (_BAND, _CHAMFER, _FAR, _NO_CROSSING, StructureInpainter, _rotation,
                                          dyadic_gaussian, thin_threshold)
 
 if TYPE_CHECKING:
@@ -102,11 +102,11 @@ def _blur(x: torch.Tensor, sigma: float, exact: bool) -> torch.Tensor:
     band = torch.from_numpy(_band(block, sigma, exact)).to(x.device)
 
     def along_rows(padded: torch.Tensor, n: int) -> torch.Tensor:  # C x (n + 2r) x W'
-        out = []
+        out = padded.new_empty((padded.shape[0], n, padded.shape[2]))
         for top in range(0, n, block):
             m = min(block, n - top)
-            out.append(band[:m, : m + 2 * r] @ padded[:, top : top + m + 2 * r])
-        return torch.cat(out, 1)
+            out[:, top : top + m] = band[:m, : m + 2 * r] @ padded[:, top : top + m + 2 * r]
+        return out
 
     h, w = x.shape[-2:]
     rows = along_rows(ops.pad_reflect101(x, r), h)  # C x H x (W + 2r)
@@ -115,8 +115,20 @@ def _blur(x: torch.Tensor, sigma: float, exact: bool) -> torch.Tensor:
 
 def exact_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """``structure_fill.exact_blur`` of C x H x W float64: integers times taps that are multiples
-    of 2^-12, so every product and sum is exact and the bits are the numpy path's."""
-    return _blur(x, sigma, exact=True)
+    of 2^-12, so every product and sum is exact and the bits are the numpy path's. Summed tap by
+    tap into the output (the order cannot matter), with no unfolded copy of the image per tap."""
+    taps = [float(t) for t in dyadic_gaussian(sigma)]
+    r = len(taps) // 2
+    h, w = x.shape[-2:]
+    padded = ops.pad_reflect101(x, r)
+    across = x.new_zeros((*x.shape[:-2], h + 2 * r, w))
+    for k, tap in enumerate(taps):
+        across.add_(padded[..., k : k + w], alpha=tap)
+    del padded
+    out = x.new_zeros(x.shape)
+    for k, tap in enumerate(taps):
+        out.add_(across[..., k : k + h, :], alpha=tap)
+    return out
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -141,10 +153,12 @@ def _sobel(grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _smooth(img: torch.Tensor, known: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``structure_fill._smooth``: H x W x 3 float64."""
-    weight = exact_blur(known.double()[None], sigma)[0]
-    blurred = exact_blur((img * known[..., None]).permute(2, 0, 1), sigma).permute(1, 2, 0)
-    return blurred / weight.clamp_min(1e-3)[..., None]
+    """``structure_fill._smooth`` of uint8 H x W x 3: H x W x 3 float64, a channel at a time."""
+    weight = exact_blur(known.double()[None], sigma)[0].clamp_min_(1e-3)
+    out = torch.empty(img.shape, dtype=torch.float64, device=img.device)
+    for c in range(img.shape[2]):
+        out[..., c] = exact_blur((img[..., c].double() * known)[None], sigma)[0] / weight
+    return out
 
 
 def _at(image: torch.Tensor, inverse: np.ndarray, cols: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -168,6 +182,26 @@ def _rotated_rows(known: torch.Tensor, inverse: np.ndarray, rows: torch.Tensor, 
     x, y = source(0), source(1)
     inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
     return inside & known.reshape(-1)[(y.clamp(0, h - 1) * w + x.clamp(0, w - 1))]
+
+
+def _crossing_ends(known: torch.Tensor, inverse: np.ndarray, rx: torch.Tensor, ry: torch.Tensor,
+                   width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``structure_fill.crossing_ends``: the rotated canvas scanned a band of rows at a time."""
+    rows_per_band = max(1, _BAND // width)
+    band = torch.div(ry, rows_per_band, rounding_mode="floor")
+    order = torch.argsort(band, stable=True)
+    lc, rc = torch.empty_like(rx), torch.empty_like(rx)
+    start = 0
+    for b, count in enumerate(torch.bincount(band).tolist()):
+        if count:
+            at = order[start : start + count]
+            top = b * rows_per_band
+            lines = torch.arange(top, top + rows_per_band, device=rx.device)
+            left, right = _scan(_rotated_rows(known, inverse, lines, width))
+            row, col = ry[at] - top, rx[at]
+            lc[at], rc[at] = left[row, col], right[row, col]
+        start += count
+    return lc, rc
 
 
 def _scan(known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,6 +246,7 @@ class DeviceStructureFill:
             weight = torch.ones(hole.shape, dtype=torch.float32, device=rgb.device)
             weight[ty, tx] = ((gap - wide) / max(0.5 * wide, 1.0)).clamp(0.0, 1.0)
             blend = weight[ys, xs]
+            del weight
         if bool((blend > 0).any()):
             base = self.fallback(rgb, hole, guide)[ys, xs].float()
             mixed = out[ys, xs].float() * (1 - blend[:, None]) + base * blend[:, None]
@@ -226,26 +261,30 @@ class DeviceStructureFill:
         rows, cols = thin.any(1).nonzero()[:, 0], thin.any(0).nonzero()[:, 0]
         y0, y1 = max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + margin + 1)
         x0, x1 = max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + margin + 1)
-        img = rgb[y0:y1, x0:x1].double()
+        window = rgb[y0:y1, x0:x1]
         known = ~hole[y0:y1, x0:x1]
         query = thin[y0:y1, x0:x1]
-        smooth = _smooth(img, known, p.smooth_sigma)
         window_guide = guide[y0:y1, x0:x1]
-        same = guide is rgb or torch.equal(window_guide, rgb[y0:y1, x0:x1])
-        decide_on = smooth if same else _smooth(window_guide.double(), known, p.smooth_sigma)
-        detail = img - smooth
-        source = _erode5(known)
+        same = guide is rgb or torch.equal(window_guide, window)
+        decide_on = _smooth(window if same else window_guide, known, p.smooth_sigma)
+        grain = self._grain(decide_on, known, *query.nonzero().unbind(1), 0.01 * max(h, w))
+        smooth = decide_on if same else _smooth(window, known, p.smooth_sigma)
+        source = _erode5(known)  # the texture (window - smooth) is read only where needed
         ring = source & dilate_square(query, 12)
-        limit = 2.0 * _percentile(detail[ring].abs(), 84) if bool(ring.any()) else 0.0
-        fill, shift_y, shift_x, gap = self._directional(smooth, decide_on, known, query, 0.01 * max(h, w), 1.5 * wide)
+        limit = 2.0 * _percentile((window[ring].double() - smooth[ring]).abs(), 84) if bool(ring.any()) else 0.0
+        del ring
+        fill, shift_y, shift_x, gap = self._directional(smooth, decide_on, known, query, grain, 0.01 * max(h, w),
+                                                        1.5 * wide)
         ys, xs = query.nonzero().unbind(1)
         sy = torch.round(ys.double() + shift_y).long().clamp(0, known.shape[0] - 1)
         sx = torch.round(xs.double() + shift_x).long().clamp(0, known.shape[1] - 1)
-        texture = torch.where(source[sy, sx][:, None], detail[sy, sx].clamp(-limit, limit), 0.0)
+        detail = window[sy, sx].double() - smooth[sy, sx]
+        texture = torch.where(source[sy, sx][:, None], detail.clamp(-limit, limit), 0.0)
         return fill + texture, gap
 
     def _directional(self, smooth: torch.Tensor, decide_on: torch.Tensor, known: torch.Tensor, hole: torch.Tensor,
-                     unit: float, longest: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                     grain_around: tuple[torch.Tensor, torch.Tensor], unit: float, longest: float
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``StructureInpainter._directional``."""
         p = self.inpainter
         device = hole.device
@@ -258,7 +297,7 @@ class DeviceStructureFill:
         best_index = torch.zeros(n, dtype=torch.long, device=device)
         shortest = torch.full((n,), math.inf, dtype=torch.float32, device=device)
         sigma = max(1.0, 1.5 * p.smooth_sigma)
-        grain, coherence = self._grain(decide_on, known, ys, xs, unit)
+        grain, coherence = grain_around
         angles = p._angles(grain.cpu().numpy(), coherence.cpu().numpy())
         plane = torch.zeros((h, w), dtype=torch.float64, device=device)
         yd, xd = ys.double(), xs.double()
@@ -268,9 +307,7 @@ class DeviceStructureFill:
             inverse = cv2.invertAffineTransform(m)
             rx = torch.round(float(m[0, 0]) * xd + float(m[0, 1]) * yd + float(m[0, 2])).long().clamp(0, size[0] - 1)
             ry = torch.round(float(m[1, 0]) * xd + float(m[1, 1]) * yd + float(m[1, 2])).long().clamp(0, size[1] - 1)
-            lines, line = torch.unique(ry, sorted=True, return_inverse=True)
-            left, right = _scan(_rotated_rows(known, inverse, lines, size[0]))
-            lc, rc = left[line, rx], right[line, rx]
+            lc, rc = _crossing_ends(known, inverse, rx, ry, size[0])
             has_l, has_r = lc >= 0, rc < _FAR
             end_l, end_r = lc.clamp_min(0), rc.clamp_max(size[0] - 1)
             dl, dr = (rx - lc).float(), (rc - rx).float()
@@ -308,10 +345,15 @@ class DeviceStructureFill:
         luma = [float(v) for v in LUMA]
         grey = smooth[..., 0] * luma[0] + smooth[..., 1] * luma[1] + smooth[..., 2] * luma[2]
         gx, gy = _sobel(grey)
+        del grey
         inner = _erode5(known).double()
         sigma = max(3.0, self.inpainter.tensor_sigma * 100 * unit)
-        norm = gaussian_blur(inner[None], sigma)[0].clamp_min(1e-6)
-        tensor = gaussian_blur(torch.stack([gx * gx * inner, gy * gy * inner, gx * gy * inner]), sigma) / norm
-        jxx, jyy, jxy = tensor[:, ys, xs]
+        norm = gaussian_blur(inner[None], sigma)[0].clamp_min(1e-6)[ys, xs]
+        products = torch.empty((3, *gx.shape), dtype=gx.dtype, device=gx.device)
+        for plane, (a, b) in zip(products, ((gx, gx), (gy, gy), (gx, gy))):
+            torch.mul(a, b, out=plane)
+            plane.mul_(inner)
+        del gx, gy, inner
+        jxx, jyy, jxy = gaussian_blur(products, sigma)[:, ys, xs] / norm
         coherence = torch.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy).clamp_min(1e-3)
         return 0.5 * torch.atan2(2 * jxy, jxx - jyy) + math.pi / 2, coherence
