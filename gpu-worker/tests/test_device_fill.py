@@ -136,3 +136,29 @@ def test_the_fill_decides_on_the_guide_and_takes_its_colours_from_the_window(sce
     # without the guide the level moves the choices, and with them whole patches
     assert np.abs(unguided.astype(np.int16) - plain.astype(np.int16))[hole].max() > 8
     assert np.array_equal(inpainter.inpaint(rgb, hole, guide=rgb.copy()), plain)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_fill_scanned_in_bands_and_costed_in_chunks_is_the_whole_windows(scenes, device, monkeypatch):
+    """The rotated canvas is scanned a band of rows at a time and the crossings costed a chunk
+    of hole pixels at a time; one row per band and chunks of 97 pixels give the whole
+    window's bytes on both paths."""
+    rgb, masks = scenes["room"]
+    hole = masks["Furniture"].copy()
+    hole[:, 200:203] = True  # a thin strip: crossings in every orientation
+    guide = np.clip(rgb.astype(np.int16) + (np.random.default_rng(4).random(rgb.shape) < 0.3), 0, 255)
+    window = rgb, torch.from_numpy(rgb).to(device)
+    guides = guide.astype(np.uint8), torch.from_numpy(guide.astype(np.uint8)).to(device)
+
+    def fills() -> tuple[np.ndarray, np.ndarray]:
+        ours = StructureInpainter().inpaint(window[0], hole, guides[0])
+        theirs = device_fill(StructureInpainter())(window[1], torch.from_numpy(hole).to(device), guides[1])
+        return ours, theirs.cpu().numpy()
+
+    whole = fills()
+    for module in (structure_fill, structure):
+        monkeypatch.setattr(module, "_BAND", 1)
+    monkeypatch.setattr(structure_fill, "_CHUNK", 97)
+    banded = fills()
+    assert (whole[0] != rgb).any(axis=2).sum() > 500
+    assert np.array_equal(banded[0], whole[0]) and np.array_equal(banded[1], whole[1])
