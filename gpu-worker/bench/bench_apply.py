@@ -31,6 +31,9 @@ import numpy as np
 
 from devtools.scenes import render_room
 from devtools.segmenter_like import segmenter_like
+from engine.actions.recolor import Recolor
+from engine.actions.remove import Remove
+from engine.actions.tone import NAMED_TONES, Tone
 from engine.applier import Edit, apply_edits_with, max_reach_px
 from engine.edits import colour, kernels
 from engine.edits.backend import NumpyBackend, TorchBackend
@@ -40,7 +43,7 @@ from engine.edits.remove import DiffusionInpainter, PatchInpainter
 from engine.edits.structure_fill import StructureInpainter
 from engine.edits.tone import kernel_params
 from engine.plan_masks import fit_masks
-from engine.rules import NAMED_TONES, Plan, PlannedRule, Recolor, Remove, Tone
+from engine.rules import Plan, PlannedRule
 from engine.segmenter import ConceptMasks, instances_from_union
 from presets.interior import PRESET
 

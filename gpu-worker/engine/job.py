@@ -24,7 +24,6 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
                       field_validator, model_validator)
 
 from engine.actions import ACTIONS
-from engine.actions.tone import ToneParams  # noqa: F401  (the tone action's parameters, as the message carries them)
 from engine.callback_policy import parse_callback_url
 from engine.errors import InvalidKey, InvalidMessage, JobParseError
 

@@ -11,15 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.actions import ACTIONS, Op
-from engine.actions.recolor import HEX_COLOUR, Recolor
-from engine.actions.remove import Remove
-from engine.actions.tone import NAMED_TONES, Tone
 from engine.errors import InvalidMessage
 from engine.job import Job
 from presets import PRESETS, Concept, Preset
-
-# the ops of the built-in actions, importable from here as well as from engine.actions.*
-__all__ = ["HEX_COLOUR", "NAMED_TONES", "Op", "Plan", "PlannedRule", "Recolor", "Remove", "Tone", "make_plan"]
 
 
 @dataclass(frozen=True)

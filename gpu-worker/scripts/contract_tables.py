@@ -29,7 +29,7 @@ from pydantic_core import PydanticUndefined
 
 from engine import job as job_schema
 from engine.actions import ACTIONS
-from engine.rules import NAMED_TONES
+from engine.actions.tone import NAMED_TONES
 from engine.settings import PACKAGE_DIR, Settings
 from presets import PRESETS
 

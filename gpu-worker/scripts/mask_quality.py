@@ -26,11 +26,14 @@ from devtools.outline_quality import BAND_PX, judged_region, outline_scores
 from devtools.product_scene import render_product
 from devtools.scenes import render_room
 from devtools.segmenter_like import segmenter_like
+from engine.actions import Op
+from engine.actions.recolor import Recolor
+from engine.actions.tone import NAMED_TONES, Tone
 from engine.applier import Edit, apply_edits_with
 from engine.edits.backend import NumpyBackend
 from engine.edits.blend import edge_band_px
 from engine.plan_masks import fit_masks
-from engine.rules import NAMED_TONES, Op, Plan, PlannedRule, Recolor, Tone
+from engine.rules import Plan, PlannedRule
 from engine.segmenter import ConceptMasks, instances_from_union
 from presets import Preset
 from presets.interior import PRESET as INTERIOR

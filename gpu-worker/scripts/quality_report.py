@@ -24,12 +24,13 @@ import numpy as np
 from devtools.metrics import ciede2000, fill_texture_ratio, mean_colour_error, normalised_lightness_ssim, texture_energy
 from devtools.product_scene import render_product
 from devtools.scenes import render_room
+from engine.actions.recolor import Recolor
+from engine.actions.remove import Remove
+from engine.actions.tone import NAMED_TONES, Tone, ToneParams
 from engine.applier import Edit, apply_edits_with, max_reach_px
 from engine.edits import colour
 from engine.edits.backend import NumpyBackend
 from engine.edits.remove import DiffusionInpainter, PatchInpainter
-from engine.job import ToneParams
-from engine.rules import NAMED_TONES, Recolor, Remove, Tone
 from engine.segmenter import instances_from_union
 from presets.interior import PRESET as INTERIOR
 from presets.seller import PRESET as SELLER

@@ -15,16 +15,17 @@ import torch
 
 from devtools.product_scene import render_product
 from devtools.scenes import render_room
+from engine.actions import Tools
+from engine.actions.recolor import Recolor
+from engine.actions.remove import Remove
+from engine.actions.tone import Tone, ToneParams
 from engine.applier import Edit, apply_edits_with
+from engine.editor import MemoryBudget, NumpyEditor, TorchEditor, choose_editor
+from engine.edits.backend import NumpyBackend
 from engine.edits.device.editor import apply_on_device
 from engine.edits.device.fill import device_fill
-from engine.editor import MemoryBudget, NumpyEditor, TorchEditor, choose_editor
-from engine.edits.remove import PatchInpainter
-from engine.actions import Tools
-from engine.actions.tone import ToneParams
-from engine.edits.backend import NumpyBackend
 from engine.edits.device.registry import DeviceTools
-from engine.rules import Recolor, Remove, Tone
+from engine.edits.remove import PatchInpainter
 from presets import PRESETS
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -11,6 +11,7 @@ from PIL import Image
 
 from devtools.scenes import render_room
 from devtools.segmenter_like import segmenter_like
+from engine.actions.recolor import Recolor
 from engine.applier import apply_edits_with
 from engine.callback import RecordingCallbackSender
 from engine.edits.backend import NumpyBackend
@@ -20,7 +21,7 @@ from engine.pipeline import Pipeline, edits_for, fit_holding_pixels
 from engine.plan_masks import fit_masks
 from engine.png import blank_png, write_png
 from engine.postprocess import decode_image, encode_mask, encode_png, encode_thumbnail
-from engine.rules import Plan, PlannedRule, Recolor
+from engine.rules import Plan, PlannedRule
 from engine.segmenter import ConceptMasks, FileMaskSegmenter, instances_from_union
 from engine.stages import plan_job
 from engine.storage import LocalStorage

@@ -9,12 +9,13 @@ import pytest
 from devtools.product_scene import render_product
 from devtools.scenes import render_room
 from devtools.segmenter_like import SegmenterStyle, segmenter_like, segmenter_like_instances
+from engine.actions.recolor import Recolor
 from engine.applier import Edit, apply_edits_with
 from engine.dedupe import merge_duplicates
 from engine.derive import lines_within
 from engine.edits.backend import NumpyBackend
 from engine.plan_masks import fit_masks
-from engine.rules import Plan, PlannedRule, Recolor
+from engine.rules import Plan, PlannedRule
 from engine.segmenter import ConceptMasks, Instance, bbox_of, instances_from_union
 from presets.interior import PRESET as INTERIOR
 from presets.seller import PRESET as SELLER

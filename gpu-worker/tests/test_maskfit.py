@@ -9,8 +9,9 @@ import pytest
 
 from devtools.outline_quality import judged_region, outline_scores
 from devtools.segmenter_like import SegmenterStyle, coarse_mask, segmenter_like, segmenter_like_instances
+from engine.actions.recolor import Recolor
+from engine.actions.tone import NAMED_TONES, Tone
 from engine.maskfit import band_px, clean_specks, fit_mask, fit_protect, prediction_cell_px
-from engine.rules import NAMED_TONES, Recolor, Tone
 from presets.interior import PRESET as INTERIOR
 from presets.seller import PRESET as SELLER
 from scripts.mask_quality import ROOM_PROTECT, run_case
