@@ -29,7 +29,7 @@ from pydantic_core import PydanticUndefined
 
 from engine import job as job_schema
 from engine.actions import ACTIONS
-from engine.actions.tone import NAMED_TONES
+from engine.actions.tone import NAMED_TONES, ToneParams
 from engine.settings import PACKAGE_DIR, Settings
 from presets import PRESETS
 
@@ -114,7 +114,7 @@ def job_table() -> str:
     for title, model, also in (("The job", job_schema.Job, job_schema.Envelope),
                                ("An item (`items[]`)", job_schema.Item, typing.get_args(item_envelope)[0]),
                                ("A rule (`concepts.<Concept>`)", job_schema.Rule, None),
-                               ("Tone parameters (`value` of `tone` as an object)", job_schema.ToneParams, None)):
+                               ("Tone parameters (`value` of `tone` as an object)", ToneParams, None)):
         parts.append(f"**{title}**\n\n" + markdown_table(header, _field_rows(model, also)))
     parts.append(f"Keys: at most {job_schema.MAX_KEY_BYTES} bytes in UTF-8 and {job_schema.MAX_SEGMENT_BYTES} a path "
                  "segment, valid Unicode without control, format or line-separator characters; no two items of a "
@@ -142,7 +142,7 @@ def presets_table() -> str:
 
 
 def tones_table() -> str:
-    fields = list(job_schema.ToneParams.model_fields)
+    fields = list(ToneParams.model_fields)
     rows = ([_code(name), *(f"{getattr(params, f):+.2f}" for f in fields)] for name, params in NAMED_TONES.items())
     return markdown_table(["tone", *fields], rows)
 
