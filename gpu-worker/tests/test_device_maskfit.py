@@ -14,13 +14,14 @@ from devtools.product_scene import render_product
 from devtools.scenes import render_room
 from devtools.segmenter_like import segmenter_like
 from engine import maskfit as host
+from engine.actions.recolor import Recolor
 from engine.editor import NumpyEditor, TorchEditor
 from engine.edits.device import maskfit as device_fit
 from engine.edits.device.handover import follow
 from engine.edits.remove import PatchInpainter
 from engine.pipeline import edits_for
 from engine.plan_masks import _follow, fit_masks
-from engine.rules import Plan, PlannedRule, Recolor
+from engine.rules import Plan, PlannedRule
 from engine.segmenter import ConceptMasks, Instance, instances_from_union
 from presets import PRESETS
 from scripts.mask_quality import ROOM_PROTECT
