@@ -26,11 +26,13 @@ from engine.plan_masks import fit_masks
 from engine.rules import Plan
 from engine.segmenter import Segmentation
 
-# Device memory one photo's edits hold at their peak, per pixel of the photo: the photo, its
-# original and the result (uint8), masks, the window's matte and guided-filter planes, the
-# per-pixel kernels' bands (float32) and the structure fill's exact (float64) decision planes.
-# Measured: 437 bytes a pixel at peak for four edits on 65% masks at 12 MP, torch on the CPU
-# (bench/results/device_edits_12mp_cpu_x86_64.md); rounded up.
+# Device memory one photo holds at its peak in the editor's slot (mask fit and edits), per pixel
+# of the photo: the photo, its original and the result (uint8), masks, the fit's band planes, the
+# window's matte and guided-filter planes, the per-pixel kernels' bands (float32) and the
+# structure fill's exact decision planes. Measured with torch on the CPU, four edits on 65% masks
+# at 12 MP: 437 bytes a pixel before the structure fill's memory cut, 126 after it (edits alone,
+# bench/results/device_edits_*). Held at the higher figure until the whole slot, the device mask
+# fit included, is measured on a GPU.
 DEVICE_BYTES_PER_PIXEL = 448
 
 

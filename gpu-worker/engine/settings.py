@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     apply_backend: Literal["auto", "numpy", "torch"] = "auto"
     """auto: the whole edit in torch on CUDA when present, else numpy on the host; torch: torch on CUDA, else on the CPU (parity checks, benchmarks); numpy: the host."""
     edit_gpu_memory_mb: int = Field(8192, ge=256)
-    """Device memory the torch edit path may hold for photos in flight (448 bytes a pixel, as measured at the edits' peak: about 5.4 GB a 12 MP photo; a photo larger than the whole budget runs alone)."""
+    """Device memory the torch edit path may hold for photos in flight (448 bytes a pixel, the highest peak measured for one photo's edits: about 5.4 GB a 12 MP photo; a photo larger than the whole budget runs alone)."""
     inpaint_model: Path | None = None
     """Learned inpainter for remove, a torch.export program (.pt2) with LaMa's calling convention; unset: $MODEL_CACHE_DIR/inpaint/lama.pt2 when present, else the built-in structure-aware fill."""
 

@@ -234,6 +234,16 @@ async def test_huge_callback_answer_is_not_read(status):
     assert bodies and all(body.served <= max(MAX_RESPONSE_BYTES, body.chunk) for body in bodies)
 
 
+class NoReads(LocalStorage):
+    """Storage that fails the test on any read: for jobs refused before their items are read."""
+
+    def _get(self, key: str, max_bytes: int) -> bytes:
+        raise AssertionError(f"read {key}")
+
+    def _head(self, key: str):
+        raise AssertionError(f"looked up {key}")
+
+
 @pytest.mark.parametrize("url", ["https://hooks.example.com:99999/cb", "https://[::1/cb", "http://[zz]/cb",
                                  "https://hooks.example.com:0/cb", "https://hooks.example.com/a b",
                                  "https://user:pw@hooks.example.com/cb", "hooks.example.com/cb", "ftp://h.example/cb"],
@@ -243,18 +253,10 @@ async def test_malformed_callback_url_refused_at_parse_time(tmp_path, url):
     """Refused when the job is parsed ({"error": ...}, nothing read), not after the GPU work."""
     cfg = make_settings(storage_local_dir=str(tmp_path / "store"), segmenter_masks_dir=str(tmp_path / "masks"))
 
-    class NoReads(LocalStorage):
-        def _get(self, key: str, max_bytes: int) -> bytes:
-            raise AssertionError(f"read {key}")
-
-        def _head(self, key: str):
-            raise AssertionError(f"looked up {key}")
-
     sender = RecordingCallbackSender()
     pipeline = Pipeline(cfg, NoReads(cfg.storage_local_dir), FileMaskSegmenter(tmp_path / "masks"), sender)
     result = (await pipeline.run_job(make_job(1, callback_url=url))).to_dict()
     assert "callback_url" in result["error"] and sender.sent == []
-
 
 
 @pytest.mark.parametrize("url, allowed", [("https://10.0.0.7/cb", []), ("https://[::ffff:7f00:1]/cb", []),
@@ -266,13 +268,6 @@ async def test_refused_callback_url_fails_the_job_before_any_read_or_segmentatio
     INVALID_MESSAGE at once, undelivered, with nothing read, segmented or sent (the pull adapter
     acks such a message without running it)."""
     cfg = make_settings(storage_local_dir=str(tmp_path / "store"), segmenter_masks_dir=str(tmp_path / "masks"))
-
-    class NoReads(LocalStorage):
-        def _get(self, key: str, max_bytes: int) -> bytes:
-            raise AssertionError(f"read {key}")
-
-        def _head(self, key: str):
-            raise AssertionError(f"looked up {key}")
 
     requests: list[httpx.Request] = []
     sender = HttpCallbackSender(SECRET, allowed_hosts=allowed, resolver=no_resolver,
