@@ -234,9 +234,9 @@ def photo_steps(args: argparse.Namespace) -> None:
 
     from engine.applier import apply_edits_with
     from engine.job import parse_job
-    from engine.pipeline import edits_for, fit_holding_pixels
-    from engine.plan_masks import fit_masks
-    from engine.png import blank_png
+    from engine.pipeline import edits_for
+    from engine.plan_masks import HostFitter, fit_masks
+    from engine.png import blank_png, write_png
     from engine.postprocess import decode_image, encode_instances, encode_mask, encode_png, encode_thumbnail
     from engine.segmenter import ConceptMasks
     from engine.settings import Settings
@@ -250,7 +250,7 @@ def photo_steps(args: argparse.Namespace) -> None:
     data = asyncio.run(storage.get(STEPS_INPUT, settings.max_input_bytes))
     image = decode_image(data, max_pixels=settings.max_input_pixels, max_side=settings.max_output_side)
     found = {c.name: ConceptMasks(c.name, np.zeros(image.rgb.shape[:2], bool)) for c in plan.concepts_to_prompt()}
-    ready, empty = fit_holding_pixels(image.rgb, found, plan)
+    ready = fit_masks(image.rgb, found, plan)
     png = encode_png(image.rgb, None, None, settings.png_compress_level)
     masks = {n: blank_png(image.size) for n in ready}
 
@@ -277,17 +277,18 @@ def photo_steps(args: argparse.Namespace) -> None:
         "S3: head the marker, get the input (3 MB)": (cpu(lambda: asyncio.run(reads())), None),
         "decode (JPEG, 12 MP)": (cpu(lambda: decode_image(data, max_pixels=settings.max_input_pixels,
                                                           max_side=settings.max_output_side)), None),
-        "masks made ready (6 empty)": (cpu(lambda: fit_holding_pixels(image.rgb, found, plan)),
-                                       cpu(lambda: fit_masks(image.rgb, found, plan))),
+        "masks made ready (6 empty)": (cpu(lambda: fit_masks(image.rgb, found, plan)),
+                                       cpu(lambda: [HostFitter(image.rgb).fit(m, False) for m in found.values()])),
         "edit (every rule's mask empty)": (0.0, cpu(lambda: apply_edits_with(image.rgb, *edits_for(plan, ready)))),
         "mask PNGs (6 empty) and instances file": (
-            cpu(lambda: ([blank_png(image.size) for _ in ready], encode_instances(ready, image.size))),
-            cpu(lambda: ([encode_mask(m.union) for m in ready.values()], encode_instances(ready, image.size)))),
+            cpu(lambda: ([encode_mask(m.union) for m in ready.values()], encode_instances(ready, image.size))),
+            cpu(lambda: ([write_png(np.multiply(m.union, 255, dtype=np.uint8)) for m in ready.values()],
+                         encode_instances(ready, image.size)))),
         "result PNG": (cpu(lambda: encode_png(image.rgb, None, None, settings.png_compress_level)), None),
         "thumbnail JPEG": (cpu(lambda: encode_thumbnail(image.rgb, settings.thumbnail_side)), None),
         "S3: 9 uploads (masks, instances, thumbnail, result)": (cpu(lambda: asyncio.run(writes())), None),
     }
-    assert empty == set(ready)
+    assert not any(m.holds_pixels() for m in ready.values())
     print(RESULT_MARK + json.dumps(steps), flush=True)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,9 +34,7 @@ from engine.errors import (DeviceFailure, InputNotFound, InputTooLarge, InvalidM
 from engine.job import Item, check_item_keys, instances_key, mask_key, parse_envelope, parse_job, unwrap_event
 from engine.jobrun import ItemListener, JobRun, JobTracker, WriteGate
 from engine.logs import StageClock, Stopwatch, job_id_var
-from engine.png import blank_png
 from engine.phases import ItemPlace, Phase
-from engine.plan_masks import fit_masks
 from engine.postprocess import (DecodedImage, decode_image, decode_instances, decode_mask, encode_instances,
                                 encode_mask, encode_png, encode_thumbnail)
 from engine.report import ItemReport, JobResult
@@ -51,7 +49,6 @@ from presets import Concept
 log = logging.getLogger("worker.pipeline")
 
 T = TypeVar("T")
-MaskFit = Callable[[np.ndarray, Segmentation, Plan], Segmentation]
 
 
 def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], np.ndarray | None]:
@@ -73,22 +70,6 @@ def edits_for(plan: Plan, masks: dict[str, ConceptMasks]) -> tuple[list[Edit], n
         mask = masks[name].edit_mask
         protect = mask if protect is None else protect | mask
     return edits, protect
-
-
-def fit_holding_pixels(rgb: np.ndarray, masks: Segmentation, plan: Plan,
-                       fit: MaskFit = fit_masks) -> tuple[Segmentation, set[str]]:
-    """``fit_masks`` over the masks that hold pixels, and the names of the empty ones. An empty
-    mask fits to itself (nothing to clean, no outline to move; its instances to none), so it is
-    passed over instead of costing full-frame passes; derived concepts and their sources always
-    go through ``fit_masks``, which builds them from each other. ``fit``: the editor's choice of
-    where the fit runs (``Editor.fit_masks``)."""
-    wanted = plan.concepts_to_find()
-    derived = {n for c in wanted if c.derived for n in (c.name, *c.derived.sources)}
-    empty = {name for name, found in masks.items() if name not in derived and not found.holds_pixels()}
-    held = {name: found for name, found in masks.items() if name not in empty}
-    fitted = fit(rgb, held, plan) if held else {}
-    return {c.name: fitted[c.name] if c.name in fitted else ConceptMasks(c.name, np.zeros(masks[c.name].shape, bool))
-            for c in wanted if c.name in fitted or c.name in empty}, empty
 
 
 @dataclass
@@ -263,11 +244,11 @@ class Pipeline:
                 masks = await self._segment(lease, image, item.input_key, plan.concepts_to_prompt())
             else:
                 masks = await self._load_masks(lease, planned, item.idx, image.size)
-            masks, empty = await self._fit_masks(lease, plan, image, masks)
+            masks = await self._fit_masks(lease, plan, image, masks)
             # The edit and the masks' encoding run side by side; the result is encoded after it.
-            edited = asyncio.create_task(self._edit(lease, plan, image, masks, empty)) if recipe.renders else None
+            edited = asyncio.create_task(self._edit(lease, plan, image, masks)) if recipe.renders else None
             try:
-                encoded = (await self._encode_masks(lease, masks, empty, image.size) if recipe.writes_masks
+                encoded = (await self._encode_masks(lease, masks, image.size) if recipe.writes_masks
                            else Encoded())
                 if edited is not None:
                     encoded.result, encoded.preview = await self._encode_result(lease, await edited, image)
@@ -294,17 +275,15 @@ class Pipeline:
         with self.stages.timed("segment"):
             return await self.batcher.segment(SegmentRequest(image.rgb, image_id), concepts, lease)
 
-    async def _fit_masks(self, lease: Lease, plan: Plan, image: DecodedImage,
-                         masks: Segmentation) -> tuple[Segmentation, set[str]]:
-        def fit() -> tuple[Segmentation, set[str]]:
+    async def _fit_masks(self, lease: Lease, plan: Plan, image: DecodedImage, masks: Segmentation) -> Segmentation:
+        def fit() -> Segmentation:
             with self.stages.timed("fit_masks"):
-                return fit_holding_pixels(image.rgb, masks, plan, self.editor.fit_masks)
+                return self.editor.fit_masks(image.rgb, masks, plan)
 
         return await run_held(lease, fit)
 
-    async def _edit(self, lease: Lease, plan: Plan, image: DecodedImage, masks: Segmentation,
-                    empty: set[str]) -> np.ndarray:
-        if all(rule.concept in empty for rule in plan.rules):
+    async def _edit(self, lease: Lease, plan: Plan, image: DecodedImage, masks: Segmentation) -> np.ndarray:
+        if not any(masks[rule.concept].holds_pixels() for rule in plan.rules):
             return image.rgb  # no rule has a pixel to edit: the result is the photo (only read from here on)
 
         def edit() -> np.ndarray:
@@ -314,11 +293,10 @@ class Pipeline:
 
         return await run_held(lease, edit)
 
-    async def _encode_masks(self, lease: Lease, masks: Segmentation, empty: set[str], size: tuple[int, int]) -> Encoded:
+    async def _encode_masks(self, lease: Lease, masks: Segmentation, size: tuple[int, int]) -> Encoded:
         def encode() -> Encoded:
             with self.stages.timed("encode"):
-                return Encoded(masks={n: blank_png(size) if n in empty else encode_mask(m.union)
-                                      for n, m in masks.items()},
+                return Encoded(masks={n: encode_mask(m.union) for n, m in masks.items()},
                                instances=encode_instances(masks, size))
 
         return await run_held(lease, encode)

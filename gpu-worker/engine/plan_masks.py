@@ -4,7 +4,8 @@
 ``full`` and ``segment``, loaded for ``apply``, so stored masks from anywhere get the same
 treatment):
 
-- each concept's mask is fitted to the photo's edges (engine/maskfit.py). Protect concepts, and
+- each concept's mask is fitted to the photo's edges (engine/maskfit.py); an empty one comes back
+  as it is, with no instances (a fit would give the same). Protect concepts, and
   the sources of a complement, only grow (``fit_protect``): what the job protects stays
   protected, byte for byte;
 - instances follow their concept's fitted mask: each keeps the fitted pixels within the fit's
@@ -61,7 +62,10 @@ def fit_masks(rgb: np.ndarray, masks: Segmentation, plan: Plan, fitter: ConceptF
         concept = plan.preset.concepts.get(name)
         if concept is not None and concept.derived is not None and all(s in masks for s in concept.derived.sources):
             continue  # rebuilt from its fitted sources
-        fitted[name] = fitter.fit(found, name in grow_only)
+        # An empty mask fits to itself (no outline to move, nothing to grow from): passed over
+        # instead of costing the fit's full-frame passes.
+        fitted[name] = fitter.fit(found, name in grow_only) if found.holds_pixels() else ConceptMasks.nothing(
+            name, found.shape)
     fitted = derive_masks(rgb, fitted, [c for c in wanted if c.name not in fitted])
     return {c.name: fitted[c.name] for c in wanted if c.name in fitted}
 

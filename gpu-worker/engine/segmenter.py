@@ -94,6 +94,11 @@ class ConceptMasks:
         self.concept, self._union, self.on_device = concept, union, on_device
         self.instances = [] if instances is None else instances
 
+    @classmethod
+    def nothing(cls, concept: str, shape: tuple[int, int]) -> ConceptMasks:
+        """A concept with no pixel set and no instance."""
+        return cls(concept, np.zeros(shape, bool))
+
     @property
     def union(self) -> np.ndarray:
         if self._union is None:  # two threads may both copy: the same bytes either way

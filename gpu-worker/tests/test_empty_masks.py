@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from devtools.scenes import render_room
@@ -17,8 +18,9 @@ from engine.callback import RecordingCallbackSender
 from engine.edits.backend import NumpyBackend
 from engine.edits.structure_fill import StructureInpainter
 from engine.job import parse_job
-from engine.pipeline import Pipeline, edits_for, fit_holding_pixels
-from engine.plan_masks import fit_masks
+from engine.edits.device.handover import DeviceFitter
+from engine.pipeline import Pipeline, edits_for
+from engine.plan_masks import HostFitter, fit_masks
 from engine.png import blank_png, write_png
 from engine.postprocess import decode_image, encode_mask, encode_png, encode_thumbnail
 from engine.rules import Plan, PlannedRule
@@ -49,7 +51,27 @@ def room():
     return render_room(720, 540, seed=3)
 
 
-def test_empty_masks_are_passed_over_and_the_rest_fitted_as_fit_masks_does(room):
+class RecordingFitter(HostFitter):
+    def __init__(self, rgb: np.ndarray) -> None:
+        super().__init__(rgb)
+        self.fitted: list[str] = []
+
+    def fit(self, found: ConceptMasks, grow_only: bool) -> ConceptMasks:
+        self.fitted.append(found.concept)
+        return super().fit(found, grow_only)
+
+
+@pytest.mark.parametrize("grow_only", [False, True], ids=["fit", "grow_only"])
+def test_an_empty_mask_fits_to_itself_on_the_host_and_the_device(room, grow_only):
+    """Why passing empty masks over changes nothing: fitting one gives no pixel and no instance."""
+    rgb, _ = room
+    nothing = ConceptMasks("Ceiling", np.zeros(rgb.shape[:2], bool))
+    for fitter in (HostFitter(rgb), DeviceFitter(rgb, torch.device("cpu"))):
+        fitted = fitter.fit(nothing, grow_only)
+        assert not fitted.holds_pixels() and fitted.instances == [], type(fitter).__name__
+
+
+def test_empty_masks_are_passed_over_and_the_rest_fitted(room):
     rgb, masks = room
     coarse = segmenter_like(masks, seed=7)
     nothing = np.zeros(rgb.shape[:2], bool)
@@ -58,11 +80,16 @@ def test_empty_masks_are_passed_over_and_the_rest_fitted_as_fit_masks_does(room)
                            PlannedRule("Furniture", Recolor((200, 60, 40)), None)), ("Window", "Frame_Molding"))
     found = segmentation({"Wall": coarse["Wall"], "Ceiling": nothing, "Furniture": coarse["Furniture"],
                           "Window": nothing, "Frame_Molding": coarse["Frame_Molding"]}, {"Furniture"})
+    fitter = RecordingFitter(rgb)
 
-    ready, empty = fit_holding_pixels(rgb, found, plan)
+    ready = fit_masks(rgb, found, plan, fitter)
 
-    assert empty == {"Ceiling", "Window"}
-    assert_same_masks(ready, fit_masks(rgb, found, plan))
+    assert sorted(fitter.fitted) == ["Frame_Molding", "Furniture", "Wall"]
+    assert not ready["Ceiling"].holds_pixels() and not ready["Window"].holds_pixels()
+    assert_same_masks({"Wall": ready["Wall"], "Furniture": ready["Furniture"]},
+                      {"Wall": HostFitter(rgb).fit(found["Wall"], False),
+                       "Furniture": HostFitter(rgb).fit(found["Furniture"], False)})
+    assert np.array_equal(ready["Frame_Molding"].union, HostFitter(rgb).fit(found["Frame_Molding"], True).union)
 
 
 def test_a_derived_concept_is_built_even_when_its_sources_are_empty():
@@ -70,17 +97,19 @@ def test_a_derived_concept_is_built_even_when_its_sources_are_empty():
     nothing = np.zeros(rgb.shape[:2], bool)
     plan = Plan(SELLER, (PlannedRule("Background", Recolor((250, 250, 250)), None),), ("Logo",))
     found = segmentation({n: nothing for n in ("Product", "Prop", "Reflection", "Logo")}, set())
+    fitter = RecordingFitter(rgb)
 
-    ready, empty = fit_holding_pixels(rgb, found, plan)
+    ready = fit_masks(rgb, found, plan, fitter)
 
-    assert empty == {"Logo"}  # the sources of Background go through fit_masks
+    assert fitter.fitted == []
     assert ready["Background"].union.all()
-    assert_same_masks(ready, fit_masks(rgb, found, plan))
+    assert not ready["Logo"].holds_pixels()
 
 
 def test_the_blank_mask_png_is_the_encoded_empty_mask():
     first = blank_png((640, 480))
-    assert first == encode_mask(np.zeros((480, 640), bool)) == write_png(np.zeros((480, 640), np.uint8))
+    assert first == write_png(np.zeros((480, 640), np.uint8))
+    assert encode_mask(np.zeros((480, 640), bool)) is first
     assert blank_png((640, 480)) is first  # made once per size
     with Image.open(io.BytesIO(first)) as img:
         assert img.size == (640, 480) and img.mode == "L" and not np.asarray(img).any()
