@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from unittest import mock
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from devtools.product_scene import render_product
 from devtools.scenes import render_room
-from devtools.segmenter_like import segmenter_like
+from devtools.segmenter_like import SegmenterStyle, segmenter_like
 from engine import maskfit as host
 from engine.actions.recolor import Recolor
 from engine.editor import NumpyEditor, TorchEditor
@@ -57,6 +58,36 @@ def test_torch_fit_decides_the_band_as_the_host_fit(scenes, device):
             for name, ours in fitted.items():
                 theirs = device_fit.fit_mask(photo, torch.from_numpy(coarse[name]).to(device)).cpu().numpy()
                 assert (ours ^ theirs).sum() <= max(5, 0.003 * (ours ^ coarse[name]).sum()), name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("shape", "band", "block"), [((301, 407), 29, 3), ((300, 400), 17, 2), ((121, 90), 12, 4)])
+def test_sure_sides_on_blocks_are_the_hosts(device, shape, band, block):
+    """The host's area resize (sides no multiple of the block too) and distance threshold."""
+    h, w = shape
+    field = cv2.resize(np.random.default_rng(band).standard_normal((6, 8)).astype(np.float32), (w, h),
+                       interpolation=cv2.INTER_CUBIC)
+    mask = field > 0.1
+    ours = host._sure_sides(mask, band, block)
+    theirs = device_fit._sure_sides(torch.from_numpy(mask).to(device), band, block)
+    for a, b in zip(ours, theirs):
+        assert a.any() and np.array_equal(a, b.cpu().numpy())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_fit_decides_the_band_as_the_host_fit_on_blocks(device):
+    """A prediction cell of 8 px (a 2304 px photo's): sure sides on 2 px blocks, edges measured
+    and their sides' colours sampled on 2 px blocks. With the host's speck cleaning the port
+    gives the host's pixels but for float rounding."""
+    rgb, exact = render_room(640, 480, seed=3)
+    coarse = segmenter_like(exact, seed=24, style=SegmenterStyle(grid=80))
+    photo = torch.from_numpy(rgb).to(device)
+    with mock.patch.object(device_fit, "clean_specks", _host_clean):
+        for name in ("Wall", "Floor", "Door"):
+            ours = host.fit_mask(rgb, coarse[name], cell=8.0)
+            theirs = device_fit.fit_mask(photo, torch.from_numpy(coarse[name]).to(device), cell=8.0).cpu().numpy()
+            changed = int((ours ^ coarse[name]).sum())
+            assert changed > 500 and (ours ^ theirs).sum() <= max(5, 0.003 * changed), name
 
 
 @pytest.mark.parametrize("device", DEVICES)

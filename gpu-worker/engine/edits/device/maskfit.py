@@ -16,15 +16,20 @@ Where torch has no equivalent of the host's OpenCV call, the port differs as fol
   is their total area: everything dropped is a speck. Kept where the host drops: a speck less
   than a block from another part of the mask (it shares a group; it lies in the band, where the
   colour decides it), and a speck too long and thin to settle in those steps.
-- Band: the host's exact distance transforms are the same sets as a dilation by the Euclidean
-  disk of radius ``band`` (``ops.disk_rows``), which torch does exactly: no difference.
+- Band: the host thresholds exact distance transforms on blocks of a quarter cell, the blocks
+  made by OpenCV's area resize; the port resizes with the same weights (``ops.area_resize``)
+  and dilates by the Euclidean disk of the band's radius in blocks: the same sure sides.
 - Statistics: computed once over the window around the band instead of tile by tile; the
   window is aligned to the statistics' step as the host's tiles are, so they sample the same
   grid. At the photo's right and bottom edge the host resizes a partial step by OpenCV's area
-  rule, the port pads it with no samples.
+  rule, the port pads it with no samples. The blocks of the edge scale (the geodesic reach,
+  the flat sides' colours near an edge pixel) start at each host tile's corner, a multiple of
+  the step, and at the window's in the port: the same blocks where the step is a multiple of
+  the edge scale (always below 1440 px on the longer side, where that scale is one pixel),
+  shifted by less than a block elsewhere (at 12 MP: step 14, edge scale 4).
 - Colour: OpenCV's float RGB -> Lab decodes sRGB through a spline table; the port uses the
-  decoded values OpenCV gives each 8-bit level (``_opencv_decoding``) and exact cube roots, within
-  a few hundredths of a Lab unit of OpenCV's.
+  decoded values OpenCV gives each 8-bit level and exact cube roots (engine/edits/device/lab.py),
+  within a few hundredths of a Lab unit of OpenCV's.
 
 bench/maskfit_device_parity.py measures what the port changes.
 """
@@ -35,14 +40,13 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from engine.edits.device import ops
+from engine.edits.device.lab import smoothed_lab
 from engine.maskfit import (BAND_CELLS, EDGE_MIN, EDGE_REACH, EDGE_SCALE_CELLS, EDGE_TEXTURE, MIN_SPECK_CELLS,
-                            NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SMOOTH_SIGMA, prediction_cell_px)
+                            NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SURE_BLOCK_CELLS_INV, prediction_cell_px)
 
 SPECK_BLOCK_CELLS = 0.25  # speck labelling's block side in prediction cells (a speck is >= 1 cell)
 
@@ -62,21 +66,41 @@ def fit_mask(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None
     if not bool(cleaned.any()) or bool(cleaned.all()):
         return cleaned
     band = int(math.ceil(BAND_CELLS * cell)) + 1
-    disk = ops.disk_rows(band)
-    near_out, near_in = ops.dilate(~cleaned, disk), ops.dilate(cleaned, disk)
-    unknown = near_out & near_in
+    sure_in, sure_out = _sure_sides(cleaned, band, max(1, int(cell // SURE_BLOCK_CELLS_INV)))
+    unknown = ~sure_in & ~sure_out
     radius = 2 * band
     step = max(1, radius // 4)
     window = _window(unknown, step, -(-(radius + 2 * step + 2) // step) * step)
     out = cleaned.clone()
     scale = max(1, round(EDGE_SCALE_CELLS * cell))
     if window is not None:
-        decided = _decide_window(rgb[window], cleaned[window], ~near_out[window], ~near_in[window], unknown[window],
+        decided = _decide_window(rgb[window], cleaned[window], sure_in[window], sure_out[window], unknown[window],
                                  radius, step, scale)
         out[window] = torch.where(unknown[window], decided, cleaned[window])
         smooth = _majority3(out[window])
         out[window] = torch.where(unknown[window], smooth, out[window])
     return clean_specks(out, min_area, block)
+
+
+def _sure_sides(mask: torch.Tensor, band: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``maskfit._sure_sides``: the mask's pixels farther than ``band`` from its outside and the
+    outside's farther than ``band`` from the mask, on ``block`` x ``block`` blocks (the host's
+    area resize, so the same blocks; an exact distance transform's threshold is a dilation by
+    the disk of that radius in blocks)."""
+    h, w = mask.shape
+    small = mask if block == 1 else ops.area_resize(mask.float(), (-(-h // block), -(-w // block))) >= 0.5
+    disk = _disk_rows_within(band, block)
+    sides = (~ops.dilate(~small, disk), ~ops.dilate(small, disk))
+    if block > 1:
+        sides = tuple(_blocks_to_pixels(side, block, h, w) for side in sides)
+    return sides[0] & mask, sides[1] & ~mask
+
+
+def _disk_rows_within(band: int, block: int) -> tuple[int, ...]:
+    """Half widths of the blocks within ``band / block`` of a block: dy^2 + dx^2 <= (band / block)^2."""
+    r2 = band * band // (block * block)
+    reach = math.isqrt(r2)
+    return tuple(math.isqrt(r2 - dy * dy) for dy in range(-reach, reach + 1))
 
 
 def fit_protect(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None) -> torch.Tensor:
@@ -152,7 +176,8 @@ def _max3(x: torch.Tensor) -> torch.Tensor:
 
 
 def _blocks_to_pixels(grid: torch.Tensor, block: int, h: int, w: int) -> torch.Tensor:
-    return grid.repeat_interleave(block, 0).repeat_interleave(block, 1)[:h, :w]
+    """Each block's value on its ``block`` x ``block`` pixels (the last two axes), cut to h x w."""
+    return grid.repeat_interleave(block, -2).repeat_interleave(block, -1)[..., :h, :w]
 
 
 # -- the band's decision ---------------------------------------------------------------------
@@ -203,8 +228,7 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
     work = _dilate_square(need, EDGE_REACH * scale)
     decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, flat), sure_in)
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer.
-    near_in, have_in = _masked_mean(lab, flat & decided, EDGE_REACH, scale)
-    near_out, have_out = _masked_mean(lab, flat & ~decided, EDGE_REACH, scale)
+    (near_in, have_in), (near_out, have_out) = _sides_near(lab, flat, decided, EDGE_REACH, scale)
     ridge = need & edge & (have_in | have_out)
     nearer_in = torch.where(have_in & have_out, _sq_dist(lab, near_in) < _sq_dist(lab, near_out), have_in)
     return torch.where(ridge, nearer_in, decided)
@@ -239,16 +263,23 @@ def _dilate_square(mask: torch.Tensor, r: int) -> torch.Tensor:
     return F.max_pool2d(mask.float()[None, None], 2 * r + 1, stride=1, padding=r)[0, 0] > 0
 
 
-def _masked_mean(lab: torch.Tensor, where: torch.Tensor, reach: int, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``maskfit._masked_mean``: the mean colour of the ``where`` pixels within ``reach`` blocks of
-    ``scale`` pixels, and whether there are any."""
-    h, w = where.shape
+def _sides_near(lab: torch.Tensor, flat: torch.Tensor, inside: torch.Tensor, reach: int,
+                scale: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``maskfit._sides_near`` at every pixel: the mean colour of the flat pixels inside and of
+    those outside within ``reach`` blocks of ``scale`` pixels, taken at the pixel's block (the
+    outside's as all flat pixels less the inside's, as the host does), and whether there are any."""
+    h, w = flat.shape
     pad = (0, -w % scale, 0, -h % scale)
-    weight = ops.box_sum_zero(ops.area_down(F.pad(where.float(), pad)[None], scale), reach)
-    total = ops.box_sum_zero(ops.area_down(F.pad(lab * where, pad), scale), reach)
-    full = (h + pad[3], w + pad[1])
-    mean = ops.linear_up(total / weight.clamp_min(1e-6), full)[:, :h, :w]
-    return mean, ops.linear_up(weight, full)[0, :h, :w] > 0.5 / (scale * scale)
+    flat_in = flat & inside
+    weights = torch.stack([flat, flat_in]).float()
+    colours = torch.cat([lab * flat, lab * flat_in])
+    sums = ops.box_sum_zero(ops.area_down(F.pad(torch.cat([weights, colours]), pad), scale), reach)
+    w_all, w_in, c_all, c_in = sums[0], sums[1], sums[2:5], sums[5:8]
+    w_out, c_out = w_all - w_in, c_all - c_in
+    least = 0.5 / (scale * scale)
+    means = _blocks_to_pixels(torch.cat([c_in / w_in.clamp_min(1e-6), c_out / w_out.clamp_min(1e-6)]), scale, h, w)
+    have = _blocks_to_pixels(torch.stack([w_in > least, w_out > least]), scale, h, w)
+    return (means[:3], have[0]), (means[3:], have[1])
 
 
 def _window(unknown: torch.Tensor, step: int, margin: int) -> tuple[slice, slice] | None:
@@ -267,53 +298,6 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared distance over the colour axis (0) of C x H x W planes."""
     d = a - b
     return (d * d).sum(0)
-
-
-@lru_cache(maxsize=1)
-def _opencv_decoding() -> np.ndarray:
-    """The linear value OpenCV's float RGB -> Lab gives each 8-bit level. Its sRGB decoding is
-    a spline through a table of the exact curve (up to 3% off near black), so it is read back:
-    for grey, L depends on the level's linear value alone, and OpenCV's linear-RGB -> Lab
-    (the same conversion without the decoding) is bisected to give the same L."""
-    grey = np.repeat((np.arange(256) / 255.0).astype(np.float32)[:, None], 3, 1)[None]
-    target = cv2.cvtColor(grey, cv2.COLOR_RGB2Lab)[0, :, 0]
-    lo, hi = np.zeros(256), np.ones(256)
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        below = cv2.cvtColor(np.repeat(mid.astype(np.float32)[:, None], 3, 1)[None], cv2.COLOR_LRGB2Lab)[0, :, 0] < target
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return (lo + hi) / 2
-
-
-@lru_cache(maxsize=8)
-def _lab_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """sRGB decoding per 8-bit level, OpenCV's RGB -> XYZ matrix over its D65 white, and the
-    Gaussian kernel OpenCV uses for ``SMOOTH_SIGMA`` on float images (side 8 sigma + 1)."""
-    linear = _opencv_decoding()
-    to_xyz = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
-                       [0.019334, 0.119193, 0.950227]]) / np.array([[0.950456], [1.0], [1.088754]])
-    side = int(round(SMOOTH_SIGMA * 4 * 2 + 1)) | 1
-    kernel = cv2.getGaussianKernel(side, SMOOTH_SIGMA)[:, 0]
-    return (torch.tensor(linear, dtype=torch.float32, device=device),
-            torch.tensor(to_xyz, dtype=torch.float32, device=device),
-            torch.tensor(kernel, dtype=torch.float32, device=device))
-
-
-def smoothed_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """uint8 H x W x 3 RGB -> CIELAB 3 x H x W as ``cv2.cvtColor(COLOR_RGB2Lab)`` of the float
-    photo, then ``cv2.GaussianBlur(SMOOTH_SIGMA)`` (borders reflected, OpenCV's default)."""
-    decode, to_xyz, kernel = _lab_constants(rgb.device)
-    linear = decode[rgb.permute(2, 0, 1).long()]
-    xyz = torch.einsum("ij,jhw->ihw", to_xyz, linear)
-    eps = 0.008856
-    f = torch.where(xyz > eps, xyz.clamp_min(0.0).pow(1 / 3), 7.787 * xyz + 16.0 / 116.0)
-    fx, fy, fz = f.unbind(0)
-    lightness = torch.where(xyz[1] > eps, 116.0 * fy - 16.0, 903.3 * xyz[1])
-    lab = torch.stack([lightness, 500.0 * (fx - fy), 200.0 * (fy - fz)])
-    r = kernel.numel() // 2
-    padded = ops.pad_reflect101(lab, r)[None]
-    along_x = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-    return F.conv2d(along_x, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
 
 
 def _robust_stats(lab: torch.Tensor, where: torch.Tensor, radius: int, step: int) -> SideStats:

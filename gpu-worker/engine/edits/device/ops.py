@@ -111,6 +111,35 @@ def area_down(x: torch.Tensor, step: int) -> torch.Tensor:
     return x if step == 1 else F.avg_pool2d(x[None], step)[0]
 
 
+@lru_cache(maxsize=16)
+def _area_taps(n_src: int, n_dst: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source indices and weights (taps x ``n_dst``) ``cv2.resize(INTER_AREA)`` gives each
+    output pixel along an axis of ``n_src`` pixels, read from OpenCV by resizing an identity (its
+    fractional rule when the sides are no multiples of each other is not torch's pooling)."""
+    weights = cv2.resize(np.eye(n_src, dtype=np.float32), (n_dst, n_src), interpolation=cv2.INTER_AREA)
+    taps = int((weights > 0).sum(0).max())
+    order = np.argsort(weights <= 0, axis=0, kind="stable")[:taps]  # each column's sources, ascending
+    picked = np.take_along_axis(weights, order, 0)
+    return (torch.from_numpy(order.astype(np.int64)).to(device), torch.from_numpy(picked).to(device))
+
+
+def area_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``cv2.resize(..., INTER_AREA)`` of float planes (H x W or C x H x W) to any smaller
+    ``size`` (rows, columns), axis by axis as OpenCV weighs them."""
+    for axis, n_dst in ((-1, size[1]), (-2, size[0])):
+        n_src = x.shape[axis]
+        if n_src == n_dst:
+            continue
+        index, weight = _area_taps(n_src, n_dst, x.device)
+        shape = [1] * x.dim()
+        shape[axis] = n_dst
+        total = x.index_select(axis, index[0]) * weight[0].view(shape)
+        for k in range(1, index.shape[0]):
+            total = total + x.index_select(axis, index[k]) * weight[k].view(shape)
+        x = total
+    return x
+
+
 def area_down_u8(x: torch.Tensor, step: int) -> torch.Tensor:
     """The same for uint8 images (given as float planes of integers): OpenCV sums each block and
     rounds the mean, half up for 2 x 2 blocks (its vector path), half to even otherwise."""
