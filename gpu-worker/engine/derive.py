@@ -11,7 +11,11 @@ rule and its source concepts (presets/base.py ``Derived``); the plan prompts the
   ``Grout`` within ``Tile``: grout lines are thinner than SAM3's mask cell (288 per photo side),
   so its grout masks are smears; the lines are found in the photo instead, as what a
   morphological opening wider than a line but narrower than a tile removes (top-hat), bright or
-  dark, whichever stands out more, thresholded by Otsu's method inside the tile mask.
+  dark, whichever stands out more, thresholded by Otsu's method inside the tile mask. A tile
+  panel's outer line has a face on one side only, so the top-hat misses it where the neighbour
+  beyond (a wall) is about as light as the line; it is taken from the colours instead
+  (``_outer_lines``): along the tiles' outline, within a line's width and a little, the pixels
+  nearer the lines' colour than both the faces' and the neighbour's just beyond.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from engine.segmenter import ConceptMasks, Segmentation, instances_from_union
 from presets import Concept
 
 Rule = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
+LINE_LIGHTNESS_WEIGHT = 0.5  # L* differences count half against a* and b* when placing outer lines
 
 
 def complement(rgb: np.ndarray, sources: list[np.ndarray]) -> np.ndarray:
@@ -56,7 +61,83 @@ def lines_within(rgb: np.ndarray, sources: list[np.ndarray]) -> np.ndarray:
         score = float(hat[lines].mean() - hat[inner & ~lines].mean()) if lines.any() and (inner & ~lines).any() else 0.0
         if score > best_score:
             best, best_score = lines, score
-    return best
+    return best | _outer_lines(rgb, area, best)
+
+
+def _line_width(lines: np.ndarray) -> float:
+    """The lines' typical width in pixels: twice their area over their outline's length."""
+    core = cv2.erode(lines.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))).astype(bool)
+    outline = int((lines & ~core).sum())
+    return 2.0 * float(lines.sum()) / max(outline, 1)
+
+
+def _outer_lines(rgb: np.ndarray, area: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """The lines along ``area``'s outline that ``lines_within``'s top-hat cannot see: pixels within
+    a line's width (plus one) of the outline, either side, whose colour is nearer the lines' than
+    the faces' and the neighbour's just beyond (up to two prediction cells out). Colours are local
+    means, with lightness weighed down: the light falls off across a wall by several L* within a
+    few tiles, while a line's material shows in its hue and chroma. The lines' colour is taken from their purest pixels, the
+    half farthest from the faces' colour (a line one or two pixels wide is mostly blended with
+    the faces). Only pieces touching a found line count (a crossing line's end)."""
+    out = np.zeros(area.shape, bool)
+    faces = area & ~lines
+    if lines.sum() < 16 or faces.sum() < 16:
+        return out
+    cell = prediction_cell_px(rgb.shape)
+    reach = int(math.ceil(_line_width(lines))) + 1
+    beyond = int(math.ceil(2 * cell)) + reach
+    rows, cols = np.flatnonzero(area.any(axis=1)), np.flatnonzero(area.any(axis=0))
+    h, w = area.shape
+    y0, y1 = max(0, rows[0] - beyond - 1), min(h, rows[-1] + beyond + 2)
+    x0, x1 = max(0, cols[0] - beyond - 1), min(w, cols[-1] + beyond + 2)
+    box = (slice(y0, y1), slice(x0, x1))
+    inside, found, flat = area[box], lines[box], faces[box]
+    lab = cv2.cvtColor(rgb[box].astype(np.float32) * (1 / 255), cv2.COLOR_RGB2Lab)
+    lab[..., 0] *= LINE_LIGHTNESS_WEIGHT
+    d_out = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    d_in = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    near = ((~inside & (d_out <= reach)) | (flat & (d_in <= reach))) & ~found
+    radius = 2 * beyond
+    face_mean, have_face = _local_mean(lab, flat, radius)
+    off_face = np.square(lab - face_mean).sum(axis=-1)
+    pure = found & (off_face >= np.median(off_face[found]))
+    line_mean, have_line = _local_mean(lab, pure, radius)
+    beyond_mean, have_beyond = _local_mean(lab, ~inside & (d_out > reach) & (d_out <= beyond), beyond)
+    # A pixel near the outline is a line where its colour is nearer the lines' than any blend of
+    # the faces' and the neighbour's (camera blur mixes the two across the outline).
+    layer = np.where(inside, -np.ceil(d_in), np.ceil(d_out)).astype(np.int32)
+    to_line = np.square(lab - line_mean).sum(axis=-1)
+    like = near & have_line & have_face & have_beyond & (to_line < _to_segment(lab, face_mean, beyond_mean))
+    # The pixels between the tiles' outline and a line found a layer or two out are the line's
+    # blend with the faces (camera blur): they go with the line.
+    square = np.ones((3, 3), np.uint8)
+    for k in range(reach - 1, 0, -1):
+        farther = cv2.dilate((like & (layer > k)).astype(np.uint8), square).astype(bool)
+        like |= near & (layer == k) & farther
+    # keep the pieces within a line's reach of a found line (a crossing line's end)
+    ends = cv2.dilate(found.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)).astype(bool)
+    count, labels = cv2.connectedComponents(like.astype(np.uint8), connectivity=8)
+    touching = np.zeros(count, bool)
+    touching[np.unique(labels[like & ends])] = True
+    touching[0] = False
+    out[box] = touching[labels] & like
+    return out
+
+
+def _to_segment(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared distance of each colour in ``x`` to the segment between the colours ``a`` and ``b``."""
+    ab = b - a
+    t = np.clip(((x - a) * ab).sum(axis=-1) / np.maximum(np.square(ab).sum(axis=-1), 1e-6), 0.0, 1.0)
+    return np.square(x - a - t[..., None] * ab).sum(axis=-1)
+
+
+def _local_mean(lab: np.ndarray, where: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel: the mean colour of the ``where`` pixels within ``radius`` (a square window), and
+    whether there are any."""
+    size = (2 * radius + 1, 2 * radius + 1)
+    weight = cv2.boxFilter(where.astype(np.float32), -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    total = cv2.boxFilter(lab * where[..., None], -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return total / np.maximum(weight, 1e-6)[..., None], weight > 0.5
 
 
 RULES: dict[str, Rule] = {"complement": complement, "lines_within": lines_within}

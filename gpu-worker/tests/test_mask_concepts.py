@@ -57,6 +57,24 @@ def test_grout_is_found_in_the_photo_within_the_tiles(room):
     assert iou(derived) >= 0.65 and iou(derived) > iou(coarse["Grout"]) + 0.2
 
 
+def test_a_wall_recolor_keeps_the_tile_panels_outer_grout_line():
+    """The panel's outer grout line (tile on one side, a wall of nearly its lightness on the
+    other) is grout: the derived Grout holds it, so a wall recolor protecting Grout keeps it."""
+    rgb, masks = render_room(960, 720, seed=11)
+    coarse = segmenter_like(masks, seed=32)
+    plan = Plan(INTERIOR, (PlannedRule("Wall", Recolor((40, 50, 90)), None),), ("Grout",))
+    ready = fit_masks(rgb, as_segmentation({n: coarse[n] for n in ("Wall", "Tile")}, set()), plan)
+    tile = masks["Tile"].astype(np.uint8)
+    outer = masks["Grout"] & (cv2.distanceTransform(tile, cv2.DIST_L2, 5) <= 3)
+    wall_by_tile = masks["Wall"] & (cv2.distanceTransform(1 - tile, cv2.DIST_L2, 5) <= 6)
+    grout = ready["Grout"].union
+    assert (grout & outer).sum() >= 0.5 * outer.sum(), (grout & outer).sum() / outer.sum()
+    assert (grout & wall_by_tile).sum() <= 0.02 * wall_by_tile.sum(), "the wall beside the panel stays wall"
+    out = apply_edits_with(rgb, [Edit(plan.rules[0].op, ready["Wall"].union)], grout, backend=NumpyBackend())
+    kept = (out[outer] == rgb[outer]).all(axis=-1)
+    assert kept.mean() >= 0.5
+
+
 def test_plan_prompts_sources_instead_of_derived_concepts():
     plan = Plan(SELLER, (PlannedRule("Background", Recolor((250, 250, 250)), None),), ("Logo",))
     assert [c.name for c in plan.concepts_to_prompt()] == ["Product", "Prop", "Reflection", "Logo"]
