@@ -90,10 +90,10 @@ def _sure_sides(mask: torch.Tensor, band: int, block: int) -> tuple[torch.Tensor
     h, w = mask.shape
     small = mask if block == 1 else ops.area_resize(mask.float(), (-(-h // block), -(-w // block))) >= 0.5
     disk = _disk_rows_within(band, block)
-    sides = (~ops.dilate(~small, disk), ~ops.dilate(small, disk))
+    far = ~ops.dilate(torch.stack([~small, small]), disk)  # from the outside, from the inside
     if block > 1:
-        sides = tuple(_blocks_to_pixels(side, block, h, w) for side in sides)
-    return sides[0] & mask, sides[1] & ~mask
+        far = _blocks_to_pixels(far, block, h, w)
+    return far[0] & mask, far[1] & ~mask
 
 
 def _disk_rows_within(band: int, block: int) -> tuple[int, ...]:
@@ -116,12 +116,19 @@ def clean_specks(mask: torch.Tensor, min_area: float, block: int) -> torch.Tenso
     pixels, found on blocks of ``block`` pixels (see the module's docstring)."""
     h, w = mask.shape
     counts = _block_counts(mask, block)
-    steps = int(math.ceil(2 * math.sqrt(min_area) / block)) + 2
+    steps = _label_steps(min_area, block)
     islands = _small_groups(counts, min_area, steps, keep_border=False)
     counts = counts.masked_fill(islands, 0)
     holes = _small_groups(_frame_counts(h, w, block, mask.device) - counts, min_area, steps, keep_border=True)
     drop, fill = (_blocks_to_pixels(g, block, h, w) for g in (islands, holes))
     return (mask & ~drop) | fill
+
+
+def _label_steps(min_area: float, block: int) -> int:
+    """Spreading steps for a compact speck's blocks to settle on one label: each step's jump
+    about doubles the distance a label has come, and a speck is at most ``2 sqrt(min_area)``
+    pixels across."""
+    return int(math.ceil(math.log2(2 * math.sqrt(min_area) / block + 1))) + 4
 
 
 def _block_counts(mask: torch.Tensor, block: int) -> torch.Tensor:
@@ -141,16 +148,19 @@ def _frame_counts(h: int, w: int, block: int, device: torch.device) -> torch.Ten
 def _small_groups(counts: torch.Tensor, min_area: float, steps: int, keep_border: bool) -> torch.Tensor:
     """Blocks of the 8-connected groups of occupied blocks whose counts sum below ``min_area``.
 
-    Each occupied block starts with its own label and takes its neighbours' highest, ``steps``
-    times: a group whose blocks then all hold one label is labelled, one still holding several
-    (too long to settle in ``steps``) is kept whatever its size. With ``keep_border``, groups
-    reaching the grid's edge are kept too."""
+    Each occupied block starts with its own label (its index + 1) and, ``steps`` times, takes its
+    neighbours' highest, then the label that the block its label names holds by now (a pointer
+    jump: that block is in the same group and its label is never lower, so labels travel about
+    twice as far each step). A group whose blocks then all hold one label is labelled, one still
+    holding several (too long to settle in ``steps``) is kept whatever its size. With
+    ``keep_border``, groups reaching the grid's edge are kept too."""
     occupied = counts > 0
     n = counts.numel()
     labels = torch.where(occupied, torch.arange(1, n + 1, device=counts.device, dtype=torch.float32).view_as(counts),
                          torch.zeros((), device=counts.device))
     for _ in range(steps):
         labels = torch.where(occupied, _max3(labels), labels)
+        labels = torch.where(occupied, labels.view(-1)[(labels.long() - 1).clamp_min_(0)], labels)
     highest, lowest = _max3(labels), -_max3(-torch.where(occupied, labels, torch.full_like(labels, n + 1)))
     kept = occupied & ((highest != labels) | (lowest != labels))  # a group not settled
     if keep_border:
@@ -223,8 +233,8 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
     edge = strength >= (EDGE_TEXTURE * _local_mean(strength, sure_in, radius, step)).clamp_min(EDGE_MIN)
     flat = ~edge
     steps = radius // 2
-    reach_in = _reach(sure_in, edge | sure_out, steps, scale) & flat
-    reach_out = _reach(sure_out, edge | sure_in, steps, scale) & flat
+    reach_in, reach_out = _reach(torch.stack([sure_in, sure_out]), torch.stack([sure_out, sure_in]) | edge, steps,
+                                 scale) & flat
     work = _dilate_square(need, EDGE_REACH * scale)
     decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, flat), sure_in)
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer.
@@ -244,18 +254,20 @@ def _edge_strength(lab: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def _reach(seed: torch.Tensor, edge: torch.Tensor, steps: int, scale: int) -> torch.Tensor:
-    """``maskfit._reach``: pixels reached from ``seed`` in ``steps`` 4-neighbour steps without
-    entering ``edge``, on ``scale`` x ``scale`` blocks (an edge pixel makes its block an edge,
-    a block mostly seed is seed; blocks past the window's edge hold nothing)."""
-    h, w = seed.shape
+    """``maskfit._reach`` of each ``seed`` plane (S x H x W, one ``edge`` plane each): pixels
+    reached from it in ``steps`` 4-neighbour steps without entering ``edge``, on ``scale`` x
+    ``scale`` blocks (an edge pixel makes its block an edge, a block mostly seed is seed; blocks
+    past the window's edge hold nothing)."""
+    h, w = seed.shape[-2:]
     pad = (0, -w % scale, 0, -h % scale)
-    seed_b = ops.area_down(F.pad(seed.float(), pad)[None], scale)[0] > 0.5
-    edge_b = ops.area_down(F.pad(edge.float(), pad)[None], scale)[0] > 0
+    seed_b = ops.area_down(F.pad(seed.float(), pad), scale) > 0.5
+    edge_b = ops.area_down(F.pad(edge.float(), pad), scale) > 0
     gate = ~edge_b | seed_b
     grown = seed_b & gate
+    p = grown.new_zeros((*grown.shape[:-2], grown.shape[-2] + 2, grown.shape[-1] + 2))
     for _ in range(-(-steps // scale)):
-        p = F.pad(grown[None].float(), (1, 1, 1, 1))[0].bool()
-        grown = (grown | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]) & gate
+        p[..., 1:-1, 1:-1] = grown
+        grown = (grown | p[..., :-2, 1:-1] | p[..., 2:, 1:-1] | p[..., 1:-1, :-2] | p[..., 1:-1, 2:]) & gate
     return _blocks_to_pixels(grown, scale, h, w)
 
 

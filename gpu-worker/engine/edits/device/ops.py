@@ -34,25 +34,26 @@ def disk_rows(radius: int) -> tuple[int, ...]:
 
 def dilate(mask: torch.Tensor, rows: tuple[int, ...], replicate: bool = False) -> torch.Tensor:
     """Binary dilation by a symmetric kernel given as its rows' half widths (``cv2.dilate``:
-    outside pixels never count; with ``replicate``, outside pixels repeat the border's)."""
+    outside pixels never count; with ``replicate``, outside pixels repeat the border's), of an
+    H x W mask or of several at once (... x H x W: one pass of calls for all)."""
     ry, rx = len(rows) // 2, max(rows)
-    h, w = mask.shape
+    h, w = mask.shape[-2:]
     if replicate:
         ys = torch.arange(-ry, h + ry, device=mask.device).clamp_(0, h - 1)
         xs = torch.arange(-rx, w + rx, device=mask.device).clamp_(0, w - 1)
-        padded = mask[ys][:, xs]
+        padded = mask[..., ys, :][..., xs]
     else:
-        padded = torch.zeros((h + 2 * ry, w + 2 * rx), dtype=torch.bool, device=mask.device)
-        padded[ry : ry + h, rx : rx + w] = mask
+        padded = mask.new_zeros((*mask.shape[:-2], h + 2 * ry, w + 2 * rx))
+        padded[..., ry : ry + h, rx : rx + w] = mask
     out = torch.zeros_like(mask)
     grown = padded.clone()  # the horizontal dilation by the current half width
     for half in range(rx + 1):
         if half:
-            grown[:, half:] |= padded[:, :-half]
-            grown[:, :-half] |= padded[:, half:]
+            grown[..., half:] |= padded[..., :-half]
+            grown[..., :-half] |= padded[..., half:]
         for dy, row in enumerate(rows):
             if row == half:
-                out |= grown[dy : dy + h, rx : rx + w]
+                out |= grown[..., dy : dy + h, rx : rx + w]
     return out
 
 
