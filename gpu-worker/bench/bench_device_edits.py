@@ -13,12 +13,15 @@ simulated device's blobs (65% of the frame each): the e2e job's rules (recolor w
 floor to walnut, tone the ceiling, remove the furniture; protect windows and frames). Per editor:
 wall and host CPU seconds of the edits, and the process's peak memory above what it held before
 (on a CPU device that is the device path's working memory; on CUDA, also the peak the device
-allocated), and the largest difference between the two results.
+allocated), the torch calls made (each about one kernel launch on a GPU, where each costs the
+host CPU to launch), the largest difference between the two results, and, apart, the host CPU
+and torch calls of fitting the same masks to the photo (``fit_masks``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -59,17 +62,31 @@ def child(args: argparse.Namespace) -> dict:
     before = reset_peak_rss()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = usage.ru_utime + usage.ru_stime, time.perf_counter()
-    result = editor.apply(rgb, edits, protect)
+    with _counter(args.child) as counted:
+        result = editor.apply(rgb, edits, protect)
     wall = time.perf_counter() - wall0
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {"editor": f"{editor.name} on {getattr(editor, 'device', 'host')}", "wall_s": wall,
            "cpu_s": usage.ru_utime + usage.ru_stime - cpu0, "peak_mb": status_mb("VmHWM") - before,
-           "pixels": int(rgb.shape[0] * rgb.shape[1]),
+           "pixels": int(rgb.shape[0] * rgb.shape[1]), "calls": getattr(counted, "calls", 0),
            "touched": float((result != rgb).any(axis=2).mean())}
+    # the masks' fit on the same photo, after the edits' peak is read (the edits above use the
+    # masks as given, so both editors' results compare)
+    cpu0 = time.process_time()
+    with _counter(args.child) as counted:
+        editor.fit_masks(rgb, masks, plan)
+    out.update(fit_cpu_s=time.process_time() - cpu0, fit_calls=getattr(counted, "calls", 0))
     if torch.cuda.is_available():
         out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     np.save(args.result, result)
     return out
+
+
+def _counter(editor: str):
+    """Counts torch calls on this thread (each about one kernel launch on a GPU) for a torch editor."""
+    from bench.devices import _TorchCalls
+
+    return _TorchCalls() if editor == "torch" else contextlib.nullcontext()
 
 
 def _export(commit: str, into: Path) -> Path:
@@ -128,12 +145,12 @@ def main() -> None:
              "the e2e job's rules (recolor, recolor to wood, tone, remove). Peak: the process's resident memory "
              "above what it held before the edits (for torch on the CPU, the device path's working memory).", "",
              "| commit | remove's fill | editor | wall s | host CPU s | peak MB | bytes a pixel at peak | "
-             "pixels changed | peak GPU MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "pixels changed | peak GPU MB | torch calls | fit: host CPU s | fit: torch calls |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['tree']} | {r['inpainter']} | {r['editor']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
                      f"{r['peak_mb']:.0f} | {r['peak_mb'] * 2**20 / r['pixels']:.0f} | {r['touched']:.1%} | "
-                     f"{r.get('gpu_peak_mb', 0):.0f} |")
+                     f"{r.get('gpu_peak_mb', 0):.0f} | {r['calls']} | {r['fit_cpu_s']:.2f} | {r['fit_calls']} |")
     lines += ["", "Between the editors' results:", "", *diffs]
     text = "\n".join(lines) + "\n"
     print(text)
