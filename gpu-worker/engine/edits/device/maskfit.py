@@ -9,9 +9,10 @@ Where torch has no equivalent of the host's OpenCV call, the port differs as fol
 
 - Specks (``clean_specks``): torch has no connected-component labelling. The mask is counted in
   blocks of ``speck_block_px`` pixels (a quarter of a prediction cell: one pixel while the photo's
-  longer side is under 1728, 3 at 12 MP) and the 8-connected groups of occupied blocks are labelled on the device by
-  spreading the highest label to the neighbours, as many times as a compact speck is wide in
-  blocks; a group with fewer than ``min_area`` mask (background) pixels is dropped (filled).
+  longer side is under 1728, 3 at 12 MP) and the 8-connected groups of occupied blocks are
+  labelled on the device by spreading the highest label to the neighbours and jumping to the
+  label's own block's label, a few more times than the doublings a compact speck's width in
+  blocks takes; a group with fewer than ``min_area`` mask (background) pixels is dropped (filled).
   Two pixels that touch lie in touching blocks, so a group holds whole components and its count
   is their total area: everything dropped is a speck. Kept where the host drops: a speck less
   than a block from another part of the mask (it shares a group; it lies in the band, where the
