@@ -17,7 +17,8 @@
 #     bash gpu-worker/bench/gpu_run.sh apply      # bench_apply.py --backend torch at 12 MP
 #     bash gpu-worker/bench/gpu_run.sh edits      # edits on the device: parity on CUDA, one 12 MP
 #                                                 # photo's edits (numpy and torch editors, GPU
-#                                                 # memory per photo)
+#                                                 # memory per photo, torch calls of the edits
+#                                                 # and of the mask fit)
 #     bash gpu-worker/bench/gpu_run.sh maskfit    # the mask fit on the device: parity tests on CUDA,
 #                                                 # bench.maskfit_device_parity (quality, 12 MP cost)
 #     bash gpu-worker/bench/gpu_run.sh e2e-edits  # 16 x 12 MP, 3 detections kept per prompt: the
@@ -101,7 +102,7 @@ case "${1:-}" in
         keep bench/results/e2e_full_*_keep3.md
         ;;
     *)
-        sed -n '2,26p' "$0"
+        sed -n '2,27p' "$0"
         exit 2
         ;;
 esac
