@@ -137,3 +137,25 @@ def fill_texture_ratio(image: np.ndarray, hole: np.ndarray, ring_px: int) -> dic
         "laplacian_ratio": texture_energy(image, inner) / max(texture_energy(image, ring), 1e-6),
         "local_std_ratio": local_std(image, inner) / max(local_std(image, ring), 1e-6),
     }
+
+
+def border_contrast(rgb: np.ndarray, a: np.ndarray, b: np.ndarray, near: int = 3, radius: int = 6) -> np.ndarray:
+    """How far apart two touching regions look along their shared border: at each pixel of ``a``
+    next to ``b``, the CIEDE2000 between the mean colour of ``a``'s pixels and of ``b``'s pixels
+    within ``near`` px of the border, averaged over a window of ``radius`` px along it (so the
+    figure is the regions' colours, not one pixel's noise)."""
+    to_a = cv2.distanceTransform((~a).astype(np.uint8), cv2.DIST_L2, 5)
+    to_b = cv2.distanceTransform((~b).astype(np.uint8), cv2.DIST_L2, 5)
+    side_a, side_b = a & (to_b <= near), b & (to_a <= near)
+    lab = srgb_to_lab(rgb.astype(np.float64)).astype(np.float32)
+    size = (2 * radius + 1, 2 * radius + 1)
+
+    def window_mean(where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        weight = cv2.boxFilter(where.astype(np.float32), -1, size, normalize=False)
+        total = cv2.boxFilter(lab * where[..., None], -1, size, normalize=False)
+        return total / np.maximum(weight, 1e-6)[..., None], weight > 0
+
+    mean_a, have_a = window_mean(side_a)
+    mean_b, have_b = window_mean(side_b)
+    border = a & (to_b <= 1.5) & have_a & have_b
+    return ciede2000(mean_a[border].astype(np.float64), mean_b[border].astype(np.float64))

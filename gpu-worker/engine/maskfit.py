@@ -24,7 +24,8 @@ turns it into a mask whose outline follows the photo:
    - reached from neither, a pocket between edges (a white frame between a wall and a door, a
      molding, a third colour): colour may only take it out of the coarse mask, never add it;
    - an edge pixel goes with the side whose flat pixels just across the edge its colour is
-     nearer, so the outline runs through the middle of the step.
+     nearer, so the outline runs through the middle of the step; with flat pixels of the inside
+     only near, the coarse mask and the colour rule decide (a thin object is all edge pixels).
 4. A majority filter removes single-pixel speckle along the new outline, then step 1 again.
 
 The matte of the edits (engine/edits/blend.py) then anti-aliases along the same photo edges.
@@ -46,7 +47,7 @@ OUTLIER_SIGMAS = 3.0  # a band pixel farther than this from the inside colour is
 SEPARATION = 2.0  # sides closer than this (in spreads) are not told apart by colour
 NOISE_FLOOR = 1.5  # CIELAB variance added to every spread (about 1.2 dE of noise)
 SMOOTH_SIGMA = 0.8  # px; denoises the colours the band is decided on
-EDGE_MIN = 2.0  # CIELAB units (half a step, see _edge_strength): weaker colour steps are not edges
+EDGE_MIN = 1.5  # CIELAB units (half a step, see _edge_strength): a step of 3, about the least one sees, is an edge
 EDGE_SCALE_CELLS = 0.3  # edges are measured over this share of a prediction cell (1 px at 1 MP)
 EDGE_REACH = 3  # an edge pixel's colour is compared with the flat pixels this near (in edge scales)
 EDGE_TEXTURE = 2.5  # nor are steps less than this many times the inside's mean gradient (wood grain)
@@ -197,13 +198,16 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
                              np.where(pocket, coarse_w & by_colour, colour_rule))
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is
     # nearer: the outline runs through the middle of the step (a white frame's first pixel is
-    # frame). With flat pixels of one side only near (a crease, a crack) it goes with that side.
+    # frame). With flat pixels of the outside only near it goes out; of the inside only, it stays
+    # as the coarse mask and the colour rule have it: a crease in a wall stays in, while an object
+    # narrower than the edge reach (a lamp pole, all edge pixels) is not handed to the wall.
     ridge = need & edge
     ys, xs = np.nonzero(ridge)
     (near_in, have_in_r), (near_out, have_out_r) = _sides_near(lab, flat, decided, ys, xs, EDGE_REACH, scale)
     lab_r = lab[ys, xs]
     nearer_in = _sq_dist(lab_r, near_in) < _sq_dist(lab_r, near_out)
-    decided[ys, xs] = np.where(have_in_r & have_out_r, nearer_in, np.where(have_out_r, False, have_in_r | decided[ys, xs]))
+    one_side = np.where(have_out_r, False, (have_in_r & coarse[ys, xs]) | decided[ys, xs])
+    decided[ys, xs] = np.where(have_in_r & have_out_r, nearer_in, one_side)
     return decided[need]
 
 

@@ -6,7 +6,8 @@ Writes bench/results/contact_sheet.png (one row per scene and action: before, af
 tile: plain cv2.inpaint for removals, a 3x zoom on the region's border otherwise) and
 bench/results/quality.md (the numbers, with the thresholds the quality tests hold them to), and
 the same edits on segmenter-like masks, coarse against fitted (scripts/mask_quality.py, with
-bench/results/outline_sheet.png).
+bench/results/outline_sheet.png), on the rooms the mask fit was tuned on and on others
+(``--tuning-only`` skips those).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=960)
     parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--tuning-only", action="store_true",
+                        help="skip the segmenter-like rows on rooms and mask styles not used for tuning (faster)")
     args = parser.parse_args()
     w, h = args.width, args.height
 
@@ -211,8 +214,12 @@ def main() -> None:
         "",
     ]
     found = mask_quality.outcomes(w, h)
-    lines += mask_quality.section(found, f"{platform.machine()}, {os.cpu_count()} cores (shared), {time.strftime('%Y-%m-%d')}, "
-                                         f"commit {os.popen('git rev-parse --short HEAD').read().strip()}")
+    device = (f"{platform.machine()}, {os.cpu_count()} cores (shared), {time.strftime('%Y-%m-%d')}, "
+              f"commit {os.popen('git rev-parse --short HEAD').read().strip()}")
+    lines += mask_quality.section(found, device)
+    if not args.tuning_only:
+        lines += mask_quality.unseen_section(mask_quality.unseen_outcomes(w, h), device)
+    lines += mask_quality.molding_evidence(w, h)
     mask_quality.write_sheet(found)
     (RESULTS / "quality.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {RESULTS / 'contact_sheet.png'} and {RESULTS / 'quality.md'}")

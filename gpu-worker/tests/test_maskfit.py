@@ -132,6 +132,40 @@ def test_fit_keeps_a_mask_where_the_photo_has_no_edge():
     assert (fitted ^ wobbly).sum() <= 0.01 * wobbly.sum()
 
 
+def plain_wall(shape: tuple[int, int], colour: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    rgb = np.empty((*shape, 3), np.float64)
+    rgb[:] = colour
+    return np.clip(rgb + np.random.default_rng(seed).normal(0, 1.5, rgb.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_thin_shaded_pole_the_coarse_mask_left_out_stays_out():
+    """A pole narrower than the edge reach is all edge pixels; with wall on both sides it must
+    not be handed to the wall (it was: an edge pixel with flat pixels of the inside only went in)."""
+    rgb = plain_wall((720, 960), (190, 185, 175))
+    shade = np.array([150, 140, 125, 100, 75, 55], np.float64)  # a lit cylinder's side to side
+    rgb[:, 480:486] = np.repeat(shade[None, :, None], 3, axis=2).astype(np.uint8)
+    pole = np.zeros((720, 960), bool)
+    pole[:, 480:486] = True
+    fitted = fit_mask(rgb, ~pole)
+    assert not (fitted & pole).any()
+    assert fitted[:, 470:480].all() and fitted[:, 486:496].all()
+
+
+def test_a_step_one_can_just_see_stops_the_wall():
+    """A molding a little lighter than the wall (CIEDE2000 3.4): the wall's coarse mask,
+    running a cell onto it, is pulled back to the step."""
+    rgb = plain_wall((720, 960), (200, 196, 186))
+    rgb[:60] = plain_wall((60, 960), (214, 210, 200), seed=1)
+    wall = np.zeros((720, 960), bool)
+    wall[60:] = True
+    coarse = np.zeros_like(wall)
+    coarse[57:] = True  # the segmenter's outline three pixels up, onto the molding
+    fitted = fit_mask(rgb, coarse)
+    molding_taken = fitted[:60].mean(axis=1)
+    assert molding_taken[:57].max() == 0 and molding_taken[57:].mean() <= 0.2
+    assert fitted[60:].mean() >= 0.999
+
+
 def test_edits_on_fitted_masks_hold_up_around_the_true_outlines(room):
     """The quality report's measure (scripts/mask_quality.py) on a room it does not use: within
     12 px of the true outline, fitted masks leave at most half the coarse masks' wrong pixels
