@@ -251,7 +251,10 @@ def molding_evidence(width: int = 960, height: int = 720) -> list[str]:
         "",
         "CIEDE2000 between the crown molding's and its neighbour's colours along their shared border (means of "
         f"the pixels within 3 px of it, over {2 * 6 + 1} px along it); the edits' `visible` step is "
-        f"{DE_VISIBLE:g}. The crown molding is the molding within {CROWN_PX} px of the ceiling.",
+        f"{DE_VISIBLE:g}. The crown molding is the molding within {CROWN_PX} px of the ceiling. Where the "
+        "ceiling-molding median is under that step, the photo holds no edge to move the ceiling's outline onto, and "
+        "the fit keeps the coarse outline there (the Ceiling rows above): what is left wrong is the segmenter's "
+        "error along a border nobody can see.",
         "",
         "| room | ceiling-molding median | ceiling-molding 90th pct | wall-molding median | wall-molding 90th pct |",
         "| --- | ---: | ---: | ---: | ---: |",

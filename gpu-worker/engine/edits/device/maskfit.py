@@ -238,10 +238,12 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
                                  scale) & flat
     work = _dilate_square(need, EDGE_REACH * scale)
     decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, flat), sure_in)
-    # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer.
+    # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer;
+    # with the inside's only, as the coarse mask and the colour rule have it (a thin pole stays out).
     (near_in, have_in), (near_out, have_out) = _sides_near(lab, flat, decided, EDGE_REACH, scale)
     ridge = need & edge & (have_in | have_out)
-    nearer_in = torch.where(have_in & have_out, _sq_dist(lab, near_in) < _sq_dist(lab, near_out), have_in)
+    nearer_in = torch.where(have_in & have_out, _sq_dist(lab, near_in) < _sq_dist(lab, near_out),
+                            have_in & (coarse | decided))
     return torch.where(ridge, nearer_in, decided)
 
 
