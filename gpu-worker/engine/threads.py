@@ -2,7 +2,9 @@
 
 numpy, OpenCV and ISA-L release the GIL in their loops, so parts of one photo's work run on
 several cores. Callers only submit leaf work to it (nothing here waits on the pool), so it
-cannot deadlock; photos themselves run in asyncio's default executor.
+cannot deadlock. A photo's own work (decode, mask fit, edits, encode) runs on a pool of its
+own (``engine.budget.run_held``); storage calls and segmentation batches run in asyncio's
+default executor.
 """
 
 from __future__ import annotations
