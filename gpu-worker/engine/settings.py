@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     job_concurrency: int = Field(4, ge=1, le=64)
     """Jobs one worker runs at once (the runpod SDK's concurrency_modifier), sharing one model, one segmentation batcher and DECODED_BUDGET_MB."""
     decoded_budget_mb: int = Field(2560, ge=1)
-    """Photos held decoded across all jobs, in MB of estimated decoded cost (about 240 MB for a 12 MP JPEG, more for 16-bit or paletted sources); a larger photo runs alone."""
+    """Photos held decoded across all jobs, in MB of estimated decoded cost (about 290 MB for a 12 MP JPEG, more for 16-bit or paletted sources); a larger photo runs alone."""
     stop_grace_sec: float = Field(20.0, gt=0)
     """On a stop (platform cancel, execution timeout, SIGTERM): seconds unfinished items' uploads under way and unsent callbacks get before the job lets go (unfinished items end TIMEOUT)."""
     render_concurrency: int = Field(default_factory=lambda: min(2, max(1, (os.cpu_count() or 2) // 2)), ge=1, le=32)
