@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     stop_grace_sec: float = Field(20.0, gt=0)
     """On a stop (platform cancel, execution timeout, SIGTERM): seconds unfinished items' uploads under way and unsent callbacks get before the job lets go (unfinished items end TIMEOUT)."""
     render_concurrency: int = Field(default_factory=lambda: min(2, max(1, (os.cpu_count() or 2) // 2)), ge=1, le=32)
-    """Photos whose edits run at the same time (CPU work, up to about 0.4 GB of host memory each at 12 MP); default one per two cores, at most 2 (1 on a 2-core host, 2 on a GPU server)."""
+    """Photos whose edits run at the same time on the host (CPU work; the numpy editor's four edits on large masks peaked at 51 bytes a pixel at 2 MP, about 0.6 GB at 12 MP); default one per two cores, at most 2 (1 on a 2-core host, 2 on a GPU server)."""
     item_timeout_sec: float = Field(600.0, gt=0)
     """Seconds of an item's own work (download to callback-ready) before it fails with TIMEOUT."""
 
