@@ -7,14 +7,13 @@ tile: plain cv2.inpaint for removals, a 3x zoom on the region's border otherwise
 bench/results/quality.md (the numbers, with the thresholds the quality tests hold them to), and
 the same edits on segmenter-like masks, coarse against fitted (scripts/mask_quality.py, with
 bench/results/outline_sheet.png), on the rooms the mask fit was tuned on and on others
-(``--tuning-only`` skips those).
+(``--tuning-only`` skips those). ``--logit-masks`` also writes
+bench/results/quality_logit_masks.md: the same edits on masks from devtools/logit_masks.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +85,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--tuning-only", action="store_true",
                         help="skip the segmenter-like rows on rooms and mask styles not used for tuning (faster)")
+    parser.add_argument("--logit-masks", action="store_true",
+                        help="also the edits on masks from devtools/logit_masks.py (slow)")
     args = parser.parse_args()
     w, h = args.width, args.height
 
@@ -214,8 +215,7 @@ def main() -> None:
         "",
     ]
     found = mask_quality.outcomes(w, h)
-    device = (f"{platform.machine()}, {os.cpu_count()} cores (shared), {time.strftime('%Y-%m-%d')}, "
-              f"commit {os.popen('git rev-parse --short HEAD').read().strip()}")
+    device = mask_quality.measured_on()
     lines += mask_quality.section(found, device)
     if not args.tuning_only:
         lines += mask_quality.unseen_section(mask_quality.unseen_outcomes(w, h), device)
@@ -223,6 +223,8 @@ def main() -> None:
     mask_quality.write_sheet(found)
     (RESULTS / "quality.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {RESULTS / 'contact_sheet.png'} and {RESULTS / 'quality.md'}")
+    if args.logit_masks:
+        print("wrote", *mask_quality.write_logit_report(w, h))
 
 
 if __name__ == "__main__":
