@@ -27,7 +27,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -73,6 +73,8 @@ class Outcome:
     coarse: dict[str, float]
     fitted: dict[str, float]
     crops: np.ndarray
+    concept: str = ""
+    reach: dict[str, tuple[int, int]] = field(default_factory=dict)  # coarse/fitted: (over, under) px
 
     @property
     def ratio(self) -> float:
@@ -105,6 +107,22 @@ def _crop_at(images: list[np.ndarray], weight: np.ndarray) -> np.ndarray:
     tiles = [img[y0:y0 + h, x0:x0 + w] for img in images]
     sep = np.full((h, 4, 3), 32, np.uint8)
     return np.hstack([t for tile in tiles for t in (tile, sep)][:-1])
+
+
+def _near_outline(region: np.ndarray) -> np.ndarray:
+    """Pixels within ``BAND_PX`` of ``region``'s outline, either side."""
+    d_out = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3)
+    d_in = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)
+    return (d_out <= BAND_PX) & (d_in <= BAND_PX)
+
+
+def _reach(truth: np.ndarray, mask: np.ndarray, own_protect: np.ndarray | None) -> tuple[int, int]:
+    """Mask pixels near ``truth``'s outline that the edit takes beyond it (over-reach) and true
+    pixels it leaves out (under-reach); pixels the edit's own protect mask holds count as neither."""
+    near = _near_outline(truth)
+    held = own_protect if own_protect is not None else np.zeros_like(mask)
+    edited, left = mask & ~held, truth & ~mask & ~held
+    return int((edited & ~truth & near).sum()), int((left & near).sum())
 
 
 def run_case(scene: str, rgb: np.ndarray, exact: dict[str, np.ndarray], coarse: dict[str, np.ndarray],
@@ -140,12 +158,12 @@ def run_case(scene: str, rgb: np.ndarray, exact: dict[str, np.ndarray], coarse: 
         kept = _union(coarse, prompted_protect, shape)
         assert np.array_equal(with_fit[kept], rgb[kept])
     region = judged_region(exact[concept], true_protect, given_protect)
-    d_out = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3)
-    d_in = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)
-    near = (d_out <= BAND_PX) & (d_in <= BAND_PX)
-    worst = near & (np.abs(with_coarse.astype(int) - reference.astype(int)).sum(axis=-1) > 30)
+    worst = _near_outline(region) & (np.abs(with_coarse.astype(int) - reference.astype(int)).sum(axis=-1) > 30)
     crops = _crop_at([reference, with_coarse, with_fit], worst)
-    return Outcome(scene, label, s_coarse, s_fit, crops)
+    truth = judged_region(exact[concept], true_protect, None)
+    reach = {"coarse": _reach(truth, coarse[concept], given_protect),
+             "fitted": _reach(truth, ready[concept].union, fitted_protect)}
+    return Outcome(scene, label, s_coarse, s_fit, crops, concept, reach)
 
 
 def room_cases() -> list[tuple[str, Op, tuple[str, ...], str]]:
@@ -210,13 +228,17 @@ def unseen_outcomes(width: int = 960, height: int = 720, seed: int = 21, fit: Ma
     return out
 
 
-def logit_outcomes(width: int = 960, height: int = 720, seed: int = 21, fit: MaskFit = fit_masks) -> list[Outcome]:
-    """Every room case on the tuning and unseen rooms and the product scene, with masks from
-    devtools/logit_masks.py (default parameters, seeded as segmenter_like's masks are)."""
-    generate: MaskGenerator = lambda exact, s: logit_masks(exact, seed=s)  # noqa: E731
+def every_room_outcomes(width: int = 960, height: int = 720, seed: int = 21, fit: MaskFit = fit_masks,
+                        generate: MaskGenerator | None = None) -> list[Outcome]:
+    """Every room case on the tuning and unseen rooms, and the product scene's."""
     out = outcomes(width, height, seed, fit, generate)
     return out + [o for room_seed in UNSEEN_ROOMS
                   for o in room_outcomes(room_seed, width, height, seed, fit, generate=generate)]
+
+
+def logit_generator(exact: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """devtools/logit_masks.py with its default parameters."""
+    return logit_masks(exact, seed=seed)
 
 
 def _row(o: Outcome) -> str:
@@ -281,7 +303,23 @@ def unseen_section(results: list[Outcome], device: str) -> list[str]:
     ]
 
 
-def logit_report(results: list[Outcome], device: str, width: int = 960, height: int = 720) -> list[str]:
+def reach_table(by_generator: dict[str, list[Outcome]]) -> list[str]:
+    """Per generator and edited concept: over- and under-reach summed over the cases."""
+    lines = ["| masks | concept | cases | over-reach coarse | over-reach fitted | under-reach coarse "
+             "| under-reach fitted | target met |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, results in by_generator.items():
+        for concept in dict.fromkeys(o.concept for o in results):
+            mine = [o for o in results if o.concept == concept]
+            total = {k: np.sum([o.reach[k] for o in mine], axis=0) for k in ("coarse", "fitted")}
+            lines.append(f"| {name} | {concept} | {len(mine)} | {total['coarse'][0]} | {total['fitted'][0]} | "
+                         f"{total['coarse'][1]} | {total['fitted'][1]} | {sum(o.passed for o in mine)} |")
+    return lines
+
+
+def logit_report(results: list[Outcome], device: str, width: int = 960, height: int = 720,
+                 default: list[Outcome] | None = None) -> list[str]:
+    """``default``: the same cases on segmenter_like's masks, for the side-by-side reach table."""
     passed = [o for o in results if o.passed]
     return [
         "# Edits on segmenter-like masks made independently",
@@ -304,15 +342,27 @@ def logit_report(results: list[Outcome], device: str, width: int = 960, height: 
         "`outline_sheet_logit.png` shows each row at 1:1 where the coarse mask does worst: exact masks | coarse | "
         "fitted.",
         "",
+        "### Over- and under-reach",
+        "",
+        f"Mask pixels within {BAND_PX} px of the true outline (the true mask minus the true protect masks) that the "
+        "edit takes beyond it (over-reach) or leaves out of it (under-reach), pixels the edit's own protect mask "
+        "holds counting as neither, summed over the cases of each edited concept; the same cases on "
+        "`devtools/segmenter_like.py`'s masks beside them"
+        + (f" ({sum(o.passed for o in default)} of {len(default)} meet both targets there)." if default else "."),
+        "",
+        *reach_table({"logit_masks": results, **({"segmenter_like": default} if default else {})}),
+        "",
     ]
 
 
 def write_logit_report(width: int = 960, height: int = 720) -> tuple[Path, Path]:
-    """bench/results/quality_logit_masks.md and outline_sheet_logit.png (slow: 37 cases)."""
-    found = logit_outcomes(width, height)
+    """bench/results/quality_logit_masks.md and outline_sheet_logit.png (slow: 37 cases on each
+    generator's masks)."""
+    found = every_room_outcomes(width, height, generate=logit_generator)
+    default = every_room_outcomes(width, height)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "quality_logit_masks.md"
-    path.write_text("\n".join(logit_report(found, measured_on(), width, height)), encoding="utf-8")
+    path.write_text("\n".join(logit_report(found, measured_on(), width, height, default)), encoding="utf-8")
     return path, write_sheet(found, "outline_sheet_logit.png")
 
 
