@@ -39,7 +39,7 @@ from engine.postprocess import (DecodedImage, decode_image, decode_instances, de
                                 encode_mask, encode_png, encode_thumbnail)
 from engine.report import ItemReport, JobResult
 from engine.rules import Plan
-from engine.segmenter import ConceptMasks, Segmentation, SegmentRequest, Segmenter, instances_from_union
+from engine.segmenter import ConceptMasks, Outline, Segmentation, SegmentRequest, Segmenter, instances_from_union
 from engine.settings import Settings
 from engine.stages import Encoded, PlannedJob, StoredObject, plan_job
 from engine.storage import Storage
@@ -296,7 +296,7 @@ class Pipeline:
     async def _encode_masks(self, lease: Lease, masks: Segmentation, size: tuple[int, int]) -> Encoded:
         def encode() -> Encoded:
             with self.stages.timed("encode"):
-                return Encoded(masks={n: encode_mask(m.union) for n, m in masks.items()},
+                return Encoded(masks={n: encode_mask(m.union, m.outline) for n, m in masks.items()},
                                instances=encode_instances(masks, size))
 
         return await run_held(lease, encode)
@@ -321,20 +321,21 @@ class Pipeline:
     async def _load_masks(self, lease: Lease, planned: PlannedJob, idx: int, size: tuple[int, int]) -> Segmentation:
         job, concepts = planned.job, planned.concepts
         with self.stages.timed("load_masks"):
-            async def load(concept: Concept) -> tuple[Concept, np.ndarray]:
+            async def load(concept: Concept) -> tuple[Concept, tuple[np.ndarray, Outline]]:
                 key = mask_key(job, idx, concept.name)
                 data = await self._get_stored(key)
                 return concept, await run_held(lease, lambda: decode_mask(data, size, key=key))
 
             loaded = await asyncio.gather(*(load(c) for c in concepts))
             if not planned.recipe.loads_instances(planned.plan):
-                return {c.name: ConceptMasks(c.name, mask) for c, mask in loaded}
+                return {c.name: ConceptMasks(c.name, mask, outline=outline) for c, (mask, outline) in loaded}
             key = instances_key(job, idx)
             data = await self._get_stored(key, MAX_INSTANCES_FILE_BYTES)
             instances = await run_held(lease, lambda: decode_instances(data, size, key=key))
             return {
-                c.name: ConceptMasks(c.name, mask, instances.get(c.name) or instances_from_union(mask, c.multi_instance))
-                for c, mask in loaded
+                c.name: ConceptMasks(c.name, mask, instances.get(c.name) or instances_from_union(mask, c.multi_instance),
+                                     outline=outline)
+                for c, (mask, outline) in loaded
             }
 
     async def _get_stored(self, key: str, max_bytes: int | None = None) -> bytes:

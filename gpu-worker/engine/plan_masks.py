@@ -4,8 +4,10 @@
 ``full`` and ``segment``, loaded for ``apply``, so stored masks from anywhere get the same
 treatment):
 
-- each concept's mask is fitted to the photo's edges (engine/maskfit.py); an empty one comes back
-  as it is, with no instances (a fit would give the same). Protect concepts, and
+- each concept's coarse mask is fitted to the photo's edges (engine/maskfit.py); an empty one
+  comes back as it is, with no instances (a fit would give the same), and so does one whose
+  outline already follows the photo (``Outline``: fitted by an earlier run, or exact), so that
+  ``apply`` on stored masks edits the pixels ``full`` edited. Protect concepts, and
   the sources of a complement, only grow (``fit_protect``): what the job protects stays
   protected, byte for byte;
 - instances follow their concept's fitted mask: each keeps the fitted pixels within the fit's
@@ -13,7 +15,8 @@ treatment):
 - derived concepts whose sources are at hand are built from the fitted sources
   (engine/derive.py); a derived concept loaded from storage is fitted like any other.
 
-Only the plan's concepts come back (sources prompted for a derived concept are not stored).
+Only the plan's concepts come back (sources prompted for a derived concept are not stored); what
+was fitted or derived here comes back marked ``Outline.FITTED``.
 Where the fit runs is the caller's choice (``fitter``): ``HostFitter`` here, or the editor's device
 (engine/edits/device/handover.py), with the same pixels but for what that module says.
 """
@@ -28,7 +31,7 @@ import numpy as np
 from engine.derive import derive_masks
 from engine.maskfit import band_px, fit_mask, fit_protect
 from engine.rules import Plan
-from engine.segmenter import ConceptMasks, Instance, Segmentation
+from engine.segmenter import ConceptMasks, Instance, Outline, Segmentation
 
 
 class ConceptFitter(Protocol):
@@ -47,7 +50,7 @@ class HostFitter:
         union = (fit_protect if grow_only else fit_mask)(self.rgb, found.union)
         followed = (_follow(inst, union, self.band) for inst in found.instances)
         # ids stay as they were: rules of later ``apply`` jobs name instances by id
-        return ConceptMasks(found.concept, union, [inst for inst in followed if inst.area])
+        return ConceptMasks(found.concept, union, [inst for inst in followed if inst.area], outline=Outline.FITTED)
 
 
 def fit_masks(rgb: np.ndarray, masks: Segmentation, plan: Plan, fitter: ConceptFitter | None = None) -> Segmentation:
@@ -62,12 +65,16 @@ def fit_masks(rgb: np.ndarray, masks: Segmentation, plan: Plan, fitter: ConceptF
         concept = plan.preset.concepts.get(name)
         if concept is not None and concept.derived is not None and all(s in masks for s in concept.derived.sources):
             continue  # rebuilt from its fitted sources
-        # An empty mask fits to itself (no outline to move, nothing to grow from): passed over
-        # instead of costing the fit's full-frame passes.
-        fitted[name] = fitter.fit(found, name in grow_only) if found.holds_pixels() else ConceptMasks.nothing(
-            name, found.shape)
-    fitted = derive_masks(rgb, fitted, [c for c in wanted if c.name not in fitted])
-    return {c.name: fitted[c.name] for c in wanted if c.name in fitted}
+        if found.outline.follows_photo:
+            fitted[name] = found
+        elif found.holds_pixels():
+            fitted[name] = fitter.fit(found, name in grow_only)
+        else:  # an empty mask fits to itself (no outline to move): no full-frame passes for it
+            fitted[name] = ConceptMasks(name, np.zeros(found.shape, bool), outline=Outline.FITTED)
+    derived = derive_masks(rgb, fitted, [c for c in wanted if c.name not in fitted])
+    for name in derived.keys() - fitted.keys():
+        derived[name].outline = Outline.FITTED
+    return {c.name: derived[c.name] for c in wanted if c.name in derived}
 
 
 def _follow(inst: Instance, union: np.ndarray, band: int) -> Instance:

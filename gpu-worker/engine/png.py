@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Iterable
 from functools import lru_cache
 
 import numpy as np
@@ -43,20 +44,26 @@ def chunk_parts(kind: bytes, pieces: list[bytes]) -> list[bytes]:
     return [struct.pack(">I", sum(len(p) for p in pieces)), kind, *pieces, struct.pack(">I", crc)]
 
 
-@lru_cache(maxsize=8)
-def blank_png(size: tuple[int, int]) -> bytes:
+def blank_png(size: tuple[int, int], text: tuple[tuple[str, str], ...] = ()) -> bytes:
     """The PNG ``write_png`` makes of an all-zero W x H grey image (an empty mask), made once per
-    size: at 12 MP it is 12 MB of zeros to filter and deflate for a few kB that never change."""
+    size and text: at 12 MP it is 12 MB of zeros to filter and deflate for a few kB that never
+    change."""
+    return _blank_png(size, text)
+
+
+@lru_cache(maxsize=8)
+def _blank_png(size: tuple[int, int], text: tuple[tuple[str, str], ...]) -> bytes:
     width, height = size
-    return write_png(np.zeros((height, width), np.uint8))
+    return write_png(np.zeros((height, width), np.uint8), text=text)
 
 
 def write_png(pixels: np.ndarray, *, icc_profile: bytes | None = None, level: int = 1,
-              threads: int | None = None) -> bytes:
+              threads: int | None = None, text: Iterable[tuple[str, str]] = ()) -> bytes:
     """uint8 H x W (grey) or H x W x C (C = 1-4: grey, grey+alpha, RGB, RGBA) -> PNG bytes.
 
     ``level`` is ISA-L's, 0-3. ``threads``: strips deflated at once (default: one per core,
-    each at least ``STRIP_BYTES`` of rows)."""
+    each at least ``STRIP_BYTES`` of rows). ``text``: (keyword, value) pairs written as tEXt
+    chunks (Latin-1; keywords of 1 to 79 characters)."""
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
         raise ValueError(f"write_png takes uint8 H x W [x C] pixels, not {pixels.dtype} {pixels.shape}")
     height, width = pixels.shape[:2]
@@ -89,6 +96,10 @@ def write_png(pixels: np.ndarray, *, icc_profile: bytes | None = None, level: in
     parts = [SIGNATURE, chunk(b"IHDR", header)]
     if icc_profile:
         parts.append(chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile)))
+    for keyword, value in text:
+        if not 1 <= len(keyword) <= 79 or "\x00" in keyword + value:
+            raise ValueError(f"not a PNG text keyword and value: {keyword!r}, {value!r}")
+        parts.append(chunk(b"tEXt", keyword.encode("latin-1") + b"\x00" + value.encode("latin-1")))
     parts += chunk_parts(b"IDAT", [ZLIB_HEADER, *pieces, struct.pack(">I", adler)])
     parts.append(chunk(b"IEND", b""))
     return b"".join(parts)

@@ -18,6 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +28,31 @@ from PIL import Image
 
 from engine.errors import SegmentationUnavailable
 from presets import Concept
+
+
+OUTLINE_TEXT_KEY = "Mask-Outline"  # the PNG text chunk a stored mask says its Outline in
+
+
+class Outline(str, Enum):
+    """How a mask's outline stands to the photo's edges; a stored mask says it in its PNG's
+    ``Mask-Outline`` text chunk (docs/CONTRACT.md, section 3).
+
+    Only a coarse mask is fitted (engine/plan_masks.py). A fitted one fitted again would move
+    again (thin parts, weak borders), so ``apply`` on masks a ``segment`` run stored would edit
+    other pixels than ``full`` did; and a mask drawn to the pixels has nothing to gain."""
+
+    COARSE = "coarse"  # a segmenter's prediction scaled up (SAM3's); the default, chunk or not
+    FITTED = "fitted"  # fitted to the photo by this worker
+    EXACT = "exact"  # drawn to the photo's pixels (rendered, hand-painted)
+
+    @property
+    def follows_photo(self) -> bool:
+        return self is not Outline.COARSE
+
+    @classmethod
+    def from_text(cls, value: object) -> Outline:
+        """The outline a stored mask's text chunk names; coarse when absent or not one of these."""
+        return cls._value2member_map_.get(value, cls.COARSE) if isinstance(value, str) else cls.COARSE
 
 
 class Instance:
@@ -79,19 +105,20 @@ class Instance:
 
 
 class ConceptMasks:
-    """One concept's masks: its ``union`` (bool H x W on the host) and its ``instances``.
+    """One concept's masks: its ``union`` (bool H x W on the host), its ``instances`` and how its
+    ``outline`` stands to the photo (``Outline``).
 
     A segmenter or mask fit working on an editor's device hands the union over there
     (``on_device``, a bool tensor) and may leave the host copy out: ``union`` then copies it to
     the host on first use (mask PNGs, derived concepts), and an edit never needs it."""
 
-    __slots__ = ("concept", "_union", "instances", "on_device")
+    __slots__ = ("concept", "_union", "instances", "on_device", "outline")
 
     def __init__(self, concept: str, union: np.ndarray | None, instances: list[Instance] | None = None,
-                 on_device: Any = None) -> None:
+                 on_device: Any = None, outline: Outline = Outline.COARSE) -> None:
         if union is None and on_device is None:
             raise ValueError(f"{concept}: a union on the host or on the device is needed")
-        self.concept, self._union, self.on_device = concept, union, on_device
+        self.concept, self._union, self.on_device, self.outline = concept, union, on_device, outline
         self.instances = [] if instances is None else instances
 
     @classmethod
@@ -173,7 +200,8 @@ def instances_from_union(union: np.ndarray, multi_instance: bool, score: float =
 
 
 class FileMaskSegmenter(SegmenterBase):
-    """Serves ``{root}/{image_id without extension}/{Concept}.png`` (any nonzero pixel is in).
+    """Serves ``{root}/{image_id without extension}/{Concept}.png`` (any nonzero pixel is in), with
+    the ``Outline`` its ``Mask-Outline`` text chunk names (coarse without one).
 
     A concept with no file gets an empty mask; a photo with no folder at all is
     ``SegmentationUnavailable``, so a misconfigured double fails loudly instead of editing nothing.
@@ -201,16 +229,19 @@ class FileMaskSegmenter(SegmenterBase):
         result: Segmentation = {}
         for concept in concepts:
             path = folder / f"{concept.name}.png"
+            outline = Outline.COARSE
             if path.is_file():
                 with Image.open(path) as img:
                     mask_img = img.convert("L")
                     if mask_img.size != (w, h):
                         mask_img = mask_img.resize((w, h), Image.Resampling.NEAREST)
+                    else:  # scaled, an outline no longer sits on the photo's pixels
+                        outline = Outline.from_text(img.info.get(OUTLINE_TEXT_KEY))
                     union = np.asarray(mask_img) > 0
             else:
                 union = np.zeros((h, w), dtype=bool)
             result[concept.name] = ConceptMasks(
-                concept.name, union, instances_from_union(union, concept.multi_instance)
+                concept.name, union, instances_from_union(union, concept.multi_instance), outline=outline
             )
         return result
 

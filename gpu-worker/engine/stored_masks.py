@@ -31,7 +31,7 @@ from PIL import Image
 
 from engine.errors import MasksNotFound
 from engine.png import blank_png, write_png
-from engine.segmenter import Instance, Segmentation
+from engine.segmenter import OUTLINE_TEXT_KEY, Instance, Outline, Segmentation
 
 MAX_INSTANCES_FILE_BYTES = 32 * 1024 * 1024
 MAX_INSTANCES = 4096
@@ -43,15 +43,18 @@ MALFORMED = (OSError, ValueError, TypeError, SyntaxError, EOFError, IndexError, 
              RecursionError, struct.error, zlib.error, Image.DecompressionBombError)
 
 
-def encode_mask(mask: np.ndarray) -> bytes:
+def encode_mask(mask: np.ndarray, outline: Outline = Outline.COARSE) -> bytes:
+    """A 0/255 grey PNG; an outline that follows the photo says so in a ``Mask-Outline`` text chunk."""
+    text = ((OUTLINE_TEXT_KEY, outline.value),) if outline.follows_photo else ()
     if not mask.any():  # a concept found nowhere: the same bytes, made once per size
-        return blank_png((mask.shape[1], mask.shape[0]))
-    return write_png(np.multiply(mask, 255, dtype=np.uint8))
+        return blank_png((mask.shape[1], mask.shape[0]), text)
+    return write_png(np.multiply(mask, 255, dtype=np.uint8), text=text)
 
 
-def decode_mask(data: bytes, size: tuple[int, int], *, key: str = "stored mask") -> np.ndarray:
-    """A stored mask as bool H x W; ``MasksNotFound`` when it is not a readable mask of ``size``
-    (W, H). The size is checked from the header, before any pixel is decoded."""
+def decode_mask(data: bytes, size: tuple[int, int], *, key: str = "stored mask") -> tuple[np.ndarray, Outline]:
+    """A stored mask as bool H x W and the outline its text chunk names (coarse without one);
+    ``MasksNotFound`` when it is not a readable mask of ``size`` (W, H). The size is checked from
+    the header, before any pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -59,7 +62,8 @@ def decode_mask(data: bytes, size: tuple[int, int], *, key: str = "stored mask")
                 if img.size != size:
                     raise MasksNotFound(f"{key} is {img.size[0]}x{img.size[1]}, not the result's size "
                                         f"{size[0]}x{size[1]}")
-                return np.asarray(img.convert("L")) > 127
+                mask = np.asarray(img.convert("L")) > 127
+                return mask, Outline.from_text(img.info.get(OUTLINE_TEXT_KEY))
     except MALFORMED as exc:
         raise MasksNotFound(f"{key} is not a readable mask image") from exc
 

@@ -4,7 +4,8 @@
 
 The room is rendered by ``devtools.scenes.render_room`` together with its exact masks; the photo
 goes through the worker's own pipeline (``engine.wiring.build_pipeline``) with the local
-storage back end and the file segmenter serving those masks, under the rules of ``sample.json``.
+storage back end and the file segmenter serving those masks (marked exact: used as they are, not
+fitted), under the rules of ``sample.json``.
 Nothing leaves the machine: with no callback secret the callback is not sent.
 """
 
@@ -23,7 +24,9 @@ from PIL import Image
 from devtools.scenes import render_room
 from engine.job import unwrap_event
 from engine.logs import configure_logging
+from engine.segmenter import Outline
 from engine.settings import PACKAGE_DIR, Settings
+from engine.stored_masks import encode_mask
 from engine.wiring import build_pipeline
 
 SAMPLE_JOB = PACKAGE_DIR / "sample.json"
@@ -41,7 +44,7 @@ def run_sample(width: int, height: int, seed: int, folder: Path) -> tuple[np.nda
     mask_dir = folder / "masks" / Path(item["input_key"]).with_suffix("")
     mask_dir.mkdir(parents=True)
     for concept, mask in masks.items():
-        Image.fromarray(mask.astype(np.uint8) * 255).save(mask_dir / f"{concept}.png")
+        (mask_dir / f"{concept}.png").write_bytes(encode_mask(mask, Outline.EXACT))
 
     settings = Settings(_env_file=None, storage_local_dir=folder / "store", segmenter="files",
                         segmenter_masks_dir=folder / "masks", callback_backoff=[0.1])

@@ -4,8 +4,9 @@
 
 - local_store/inputs/u_demo/job_demo/0.jpg: a 1600 x 1200 room from ``scenes.render_room``
   (JPEG quality 92), the input of ``sample.json``;
-- samples/masks/inputs/u_demo/job_demo/0/{Concept}.png: its exact masks, 8-bit 0/255, which the
-  file segmenter serves when no SAM3 weights are present.
+- samples/masks/inputs/u_demo/job_demo/0/{Concept}.png: its exact masks, 8-bit 0/255, marked
+  ``Mask-Outline: exact`` (used as they are, not fitted), which the file segmenter serves when no
+  SAM3 weights are present.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from devtools.scenes import render_room
+from engine.segmenter import Outline
+from engine.stored_masks import encode_mask
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -40,7 +42,7 @@ def main() -> None:
     for stale in mask_dir.glob("*.png"):
         stale.unlink()
     for concept, mask in masks.items():
-        Image.fromarray(mask.astype(np.uint8) * 255).save(mask_dir / f"{concept}.png", optimize=True)
+        (mask_dir / f"{concept}.png").write_bytes(encode_mask(mask, Outline.EXACT))
     print(f"{photo.relative_to(PACKAGE)}: {photo.stat().st_size // 1024} KiB, {args.width}x{args.height}")
     print(f"{mask_dir.relative_to(PACKAGE)}/: {', '.join(sorted(masks))}")
 

@@ -24,7 +24,7 @@ from engine.plan_masks import HostFitter, fit_masks
 from engine.png import blank_png, write_png
 from engine.postprocess import decode_image, encode_mask, encode_png, encode_thumbnail
 from engine.rules import Plan, PlannedRule
-from engine.segmenter import ConceptMasks, FileMaskSegmenter, instances_from_union
+from engine.segmenter import ConceptMasks, FileMaskSegmenter, Outline, instances_from_union
 from engine.stages import plan_job
 from engine.storage import LocalStorage
 from presets.interior import PRESET as INTERIOR
@@ -139,7 +139,7 @@ async def test_stored_objects_match_the_edit_and_encoders_run_in_full(tmp_path, 
     ready = fit_masks(image.rgb, segmented, plan)
     for name, concept in ready.items():
         stored = storage.path_of(f"masks/u_abc/job_123/0_{name}.png").read_bytes()
-        assert stored == encode_mask(concept.union), name
+        assert stored == encode_mask(concept.union, Outline.FITTED), name
     edited = apply_edits_with(image.rgb, *edits_for(plan, ready), backend=NumpyBackend(),
                               inpainter=StructureInpainter())
     assert np.array_equal(edited, image.rgb) == (not found)

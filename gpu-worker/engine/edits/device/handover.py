@@ -20,7 +20,7 @@ from engine.edits.device import ops
 from engine.edits.device.editor import on_device
 from engine.edits.device.maskfit import fit_mask, fit_protect
 from engine.maskfit import band_px
-from engine.segmenter import ConceptMasks, Instance, Segmentation
+from engine.segmenter import ConceptMasks, Instance, Outline, Segmentation
 
 
 class DeviceFitter:
@@ -37,7 +37,8 @@ class DeviceFitter:
             union = (fit_protect if grow_only else fit_mask)(self.photo, given)
             followed = (follow(inst, union, self.band) for inst in found.instances)
             # ids stay as they were: rules of later ``apply`` jobs name instances by id
-            return ConceptMasks(found.concept, None, [inst for inst in followed if inst.area], union)
+            return ConceptMasks(found.concept, None, [inst for inst in followed if inst.area], union,
+                                Outline.FITTED)
 
 
     def hand_over(self, masks: Segmentation) -> Segmentation:
