@@ -139,3 +139,21 @@ async def test_apply_on_the_masks_a_full_run_stored_edits_the_same_pixels(tmp_pa
     plan = Plan(INTERIOR, (PlannedRule("Wall", Recolor((32, 64, 160)), None),), ())
     refit = fit_masks(rgb, {"Wall": ConceptMasks("Wall", wall)}, plan)["Wall"].union
     assert not np.array_equal(refit, wall)
+
+
+def test_the_device_fit_passes_a_fitted_mask_over_too(room):
+    import torch
+
+    from engine.edits.device.handover import DeviceFitter
+
+    rgb, exact = room
+    plan = Plan(INTERIOR, (PlannedRule("Furniture", Recolor((200, 80, 60)), None),), ("Window",))
+    found = {n: ConceptMasks(n, exact[n], instances_from_union(exact[n], n == "Furniture"), outline=Outline.FITTED)
+             for n in ("Furniture", "Window")}
+    fitter = DeviceFitter(rgb, torch.device("cpu"))
+
+    ready = fitter.hand_over(fit_masks(rgb, found, plan, fitter))
+
+    for name in ("Furniture", "Window"):
+        assert ready[name].outline is Outline.FITTED
+        assert torch.equal(ready[name].on_device, torch.from_numpy(exact[name]))
