@@ -13,7 +13,7 @@ treatment):
 - instances follow their concept's fitted mask: each keeps the fitted pixels within the fit's
   band of its own mask;
 - derived concepts whose sources are at hand are built from the fitted sources
-  (engine/derive.py); a derived concept loaded from storage is fitted like any other.
+  (engine/derive.py); a derived concept loaded from storage is treated like any other.
 
 Only the plan's concepts come back (sources prompted for a derived concept are not stored); what
 was fitted or derived here comes back marked ``Outline.FITTED``.

@@ -35,7 +35,7 @@ OUTLINE_TEXT_KEY = "Mask-Outline"  # the PNG text chunk a stored mask says its O
 
 class Outline(str, Enum):
     """How a mask's outline stands to the photo's edges; a stored mask says it in its PNG's
-    ``Mask-Outline`` text chunk (docs/CONTRACT.md, section 3).
+    ``Mask-Outline`` text chunk (docs/CONTRACT.md, section 3.2).
 
     Only a coarse mask is fitted (engine/plan_masks.py). A fitted one fitted again would move
     again (thin parts, weak borders), so ``apply`` on masks a ``segment`` run stored would edit
@@ -52,7 +52,10 @@ class Outline(str, Enum):
     @classmethod
     def from_text(cls, value: object) -> Outline:
         """The outline a stored mask's text chunk names; coarse when absent or not one of these."""
-        return cls._value2member_map_.get(value, cls.COARSE) if isinstance(value, str) else cls.COARSE
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.COARSE
 
 
 class Instance:
@@ -120,11 +123,6 @@ class ConceptMasks:
             raise ValueError(f"{concept}: a union on the host or on the device is needed")
         self.concept, self._union, self.on_device, self.outline = concept, union, on_device, outline
         self.instances = [] if instances is None else instances
-
-    @classmethod
-    def nothing(cls, concept: str, shape: tuple[int, int]) -> ConceptMasks:
-        """A concept with no pixel set and no instance."""
-        return cls(concept, np.zeros(shape, bool))
 
     @property
     def union(self) -> np.ndarray:
