@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engine.actions import Op, Tools, action_for
+from engine.actions import Before, Op, Tools, action_for
 from engine.edits.backend import Backend, choose_backend
 from engine.edits.blend import composite, edge_band_px, max_reach_px, soft_matte, window_around
 from engine.edits.remove import Inpainter
@@ -41,6 +41,7 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
     out = image.copy()
     band = edge_band_px(image.shape)
     tools: Tools | None = None
+    filled: np.ndarray | None = None  # pixels the removes so far made up
     for edit in edits:
         region = edit.mask if protect is None else edit.mask & ~protect
         if not region.any():
@@ -57,8 +58,12 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
         if not (alpha > 0).any():
             continue
         tools = tools or Tools(backend or choose_backend(), inpainter or StructureInpainter())
-        edited = action.edit(edit.op, rgb, alpha, win_region, band, tools, image[window.slices])
+        before = Before(image[window.slices], None if filled is None else filled[window.slices])
+        edited = action.edit(edit.op, rgb, alpha, win_region, band, tools, before)
         composite(out, window, alpha, edited)
+        if action.fills:
+            filled = np.zeros(image.shape[:2], bool) if filled is None else filled
+            filled[window.slices] |= alpha > 0
     if protect is not None:  # already true by construction; absolute, and cheap as OpenCV's masked copy
         out = cv2.copyTo(image, np.ascontiguousarray(protect).view(np.uint8), out)
     return out

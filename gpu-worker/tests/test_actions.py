@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.actions import ACTIONS, Action, Tools, register
+from engine.actions import ACTIONS, Action, Before, Tools, register
 from engine.applier import Edit, apply_edits
 from engine.callback import RecordingCallbackSender
 from engine.edits.colour import LUMA
@@ -52,7 +52,7 @@ class GreyAction(Action):
         return Grey(value.amount)
 
     def edit(self, op: Grey, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools, before: np.ndarray) -> np.ndarray:
+             tools: Tools, before: Before[np.ndarray]) -> np.ndarray:
         px = rgb[alpha > 0].astype(np.float32)
         grey = (px @ LUMA)[:, None]
         return px + (grey - px) * op.amount

@@ -25,6 +25,7 @@ from engine.edits.device.registry import DeviceTools
 from engine.edits.remove import PatchInpainter
 from engine.edits.structure_fill import StructureInpainter
 from tests.test_device_edits import ACTIONS, DEVICES, SCENES, TARGETS
+from tests.test_structure_fill import two_poles
 
 INPAINTERS = {"structure": StructureInpainter, "patch": PatchInpainter}
 
@@ -118,6 +119,15 @@ def test_recolor_tone_recolor_remove_match_numpy(scenes, scene, inpainter, devic
     edits = [Edit(ACTIONS["recolor"], masks[first]), Edit(ACTIONS["tone"], masks[middle]),
              Edit(ACTIONS["recolor-wood"], masks[middle]), Edit(ACTIONS["remove"], masks[names[-1]])]
     _compare(rgb, edits, protect, inpainter, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_remove_beside_another_matches_numpy(device):
+    _, photo, poles = two_poles()
+    protect = np.zeros(photo.shape[:2], bool)
+    protect[300:340, 280:330] = True  # a patch across both poles, kept
+    edits = [Edit(ACTIONS["remove"], poles[0]), Edit(ACTIONS["remove"], poles[1])]
+    _compare(photo, edits, protect, "structure", device)
 
 
 @pytest.mark.parametrize("name", list(INPAINTERS))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from engine.actions.base import Action, Op, Span, Tools
+from engine.actions.base import Action, Before, Op, Span, Tools
 
 ACTIONS: dict[str, Action] = {}
 
@@ -31,4 +31,4 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if isinstance(_action, Action):
         register(_action)
 
-__all__ = ["ACTIONS", "Action", "Op", "Span", "Tools", "action_for", "register"]
+__all__ = ["ACTIONS", "Action", "Before", "Op", "Span", "Tools", "action_for", "register"]

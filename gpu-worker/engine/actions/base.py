@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
@@ -36,6 +36,23 @@ class Tools:
     inpainter: Inpainter
 
 
+Pixels = TypeVar("Pixels")  # a numpy array on the host, a torch tensor on a device
+
+
+@dataclass(frozen=True)
+class Before(Generic[Pixels]):
+    """An edit's window as this photo's earlier edits found it, for the edits that make discrete
+    choices there (remove's sources and orientations).
+
+    ``photo`` is the decoded photo's window: the same bytes on the host and on a device, so a
+    choice cannot hinge on how an earlier edit rounded (the numpy and torch paths may leave a
+    pixel a level apart). ``filled`` marks the window's pixels an earlier remove made up (None:
+    none): the photo there shows the removed object, so nothing may be chosen from them."""
+
+    photo: Pixels
+    filled: Pixels | None = None
+
+
 @dataclass(frozen=True)
 class Span:
     """Where an edit works: the pixels it owns, how far past the rule's own region its soft edge
@@ -54,6 +71,7 @@ class Action(ABC):
     value_help: ClassVar[str]  # the same in words, for error messages: "takes no value"
     value_doc: ClassVar[str]  # the value, for the contract's table of actions (docs/CONTRACT.md)
     summary: ClassVar[str]  # what the action does, for the same table
+    fills: ClassVar[bool] = False  # its pixels are made up from their surroundings (``Before.filled``)
 
     def __init__(self) -> None:
         self._value = TypeAdapter(self.value_type)
@@ -79,10 +97,7 @@ class Action(ABC):
 
     @abstractmethod
     def edit(self, op: Op, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools, before: np.ndarray) -> np.ndarray:
+             tools: Tools, before: Before[np.ndarray]) -> np.ndarray:
         """Edited sRGB (0..255 float32) for each pixel of the window ``rgb`` where ``alpha > 0``,
         in the order of ``np.nonzero(alpha > 0)``; ``region`` is the span's region in the window.
-        ``before`` is the window as it was before this photo's edits (the decoded photo): an
-        edit that makes discrete choices (remove's sources) makes them there, so that they
-        cannot hinge on how earlier edits rounded (the numpy and torch paths may leave a pixel
-        a level apart)."""
+        An edit that makes discrete choices makes them on ``before``."""

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.actions.base import Action, Tools
+from engine.actions.base import Action, Before, Tools
 from engine.edits.recolor import recolor
 from engine.errors import InvalidMessage
 from presets import Preset
@@ -49,7 +49,7 @@ class RecolorAction(Action):
         return Recolor(entry.rgb, entry.material, entry.spread)
 
     def edit(self, op: Recolor, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools, before: np.ndarray) -> np.ndarray:
+             tools: Tools, before: Before[np.ndarray]) -> np.ndarray:
         return recolor(rgb, alpha, region, op, band, tools.backend)
 
 

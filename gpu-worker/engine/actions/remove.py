@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from engine.actions.base import Action, Span, Tools
+from engine.actions.base import Action, Before, Span, Tools
 from engine.edits.blend import max_reach_px
 from engine.edits.remove import remove
 from presets import Preset
@@ -26,6 +26,7 @@ class RemoveAction(Action):
     value_help = "takes no value"
     value_doc = "none"
     summary = "fills the region (the object and its anti-aliased rim) from its surroundings"
+    fills = True
 
     def resolve(self, value: Any, preset: Preset, concept: str) -> Remove:
         return Remove()
@@ -46,8 +47,8 @@ class RemoveAction(Action):
         return Span(region, reach, max(32, int(0.6 * size)))  # room for the fill to find its material
 
     def edit(self, op: Remove, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools, before: np.ndarray) -> np.ndarray:
-        return remove(rgb, alpha, tools.inpainter, before)
+             tools: Tools, before: Before[np.ndarray]) -> np.ndarray:
+        return remove(rgb, alpha, tools.inpainter, before.photo, before.filled)
 
 
 ACTION = RemoveAction()

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.actions.base import Action, Tools
+from engine.actions.base import Action, Before, Tools
 from engine.edits.tone import tone
 from engine.errors import InvalidMessage
 from presets import Preset
@@ -58,7 +58,7 @@ class ToneAction(Action):
         return Tone(params)
 
     def edit(self, op: Tone, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
-             tools: Tools, before: np.ndarray) -> np.ndarray:
+             tools: Tools, before: Before[np.ndarray]) -> np.ndarray:
         return tone(rgb, alpha, region, op.params, band, tools.backend)
 
 

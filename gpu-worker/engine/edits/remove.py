@@ -264,7 +264,12 @@ class DiffusionInpainter:
         return cv2.inpaint(rgb, hole.astype(np.uint8), self.radius, cv2.INPAINT_TELEA)
 
 
-def remove(rgb: np.ndarray, alpha: np.ndarray, inpainter: Inpainter, guide: np.ndarray | None = None) -> np.ndarray:
-    """Filled sRGB (0..255 float32) for each pixel of the window where ``alpha > 0``."""
+def remove(rgb: np.ndarray, alpha: np.ndarray, inpainter: Inpainter, guide: np.ndarray | None = None,
+           filled: np.ndarray | None = None) -> np.ndarray:
+    """Filled sRGB (0..255 float32) for each pixel of the window where ``alpha > 0``.
+
+    ``filled`` (pixels an earlier remove made up) is filled again with the hole and then left as
+    it was: on ``guide`` it still shows the object removed there, so it must not be a source."""
     hole = alpha > 0
-    return inpainter.inpaint(rgb, hole, guide)[hole].astype(np.float32)
+    unknown = hole if filled is None else hole | filled
+    return inpainter.inpaint(rgb, unknown, guide)[hole].astype(np.float32)

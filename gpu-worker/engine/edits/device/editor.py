@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.actions import Before
 from engine.applier import Edit
 from engine.edits.blend import edge_band_px
 from engine.edits.device.matte import soft_matte
@@ -43,15 +44,16 @@ def apply_on_device(image: np.ndarray, edits: Sequence[Edit], protect: Any, devi
         out = original.clone()
         protect_t = None if protect is None else on_device(protect, device)
         band = edge_band_px(image.shape)
+        filled = torch.zeros(image.shape[:2], dtype=torch.bool, device=device)  # what the removes made up
         for edit in edits:
-            _apply_one(out, original, edit, protect_t, band, tools)
+            _apply_one(out, original, filled, edit, protect_t, band, tools)
         if protect_t is not None:
             out = torch.where(protect_t[..., None], original, out)
         return out.cpu().numpy()
 
 
-def _apply_one(out: torch.Tensor, original: torch.Tensor, edit: Edit, protect: torch.Tensor | None, band: int,
-               tools: DeviceTools) -> None:
+def _apply_one(out: torch.Tensor, original: torch.Tensor, filled: torch.Tensor, edit: Edit,
+               protect: torch.Tensor | None, band: int, tools: DeviceTools) -> None:
     mask = on_device(edit.mask, out.device)
     region = mask if protect is None else mask & ~protect
     if not bool(region.any()):
@@ -68,7 +70,9 @@ def _apply_one(out: torch.Tensor, original: torch.Tensor, edit: Edit, protect: t
     touched = alpha > 0
     if not bool(touched.any()):
         return
-    edited = action.edit(edit.op, rgb, alpha, win_region, band, tools, original[window])
+    edited = action.edit(edit.op, rgb, alpha, win_region, band, tools, Before(original[window], filled[window]))
     base = rgb.float()
     blended = (base + (edited - base) * alpha[..., None] + 0.5).clamp(0, 255).to(torch.uint8)
     out[window] = torch.where(touched[..., None], blended, rgb)
+    if action.fills:
+        filled[window] |= touched

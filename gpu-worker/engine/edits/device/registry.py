@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from engine.actions import Action, Op, Tools, action_for
+from engine.actions import Action, Before, Op, Tools, action_for
 from engine.edits.blend import max_reach_px
 from engine.edits.device import ops
 from engine.edits.device.actions import recolor_window, tone_window
@@ -36,17 +36,21 @@ class DeviceTools:
 
 
 class DeviceAction(Protocol):
+    fills: bool  # ``Action.fills``
+
     def span(self, region: torch.Tensor, protect: torch.Tensor | None, band: int) -> DeviceSpan: ...
 
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
+             tools: DeviceTools, before: Before[torch.Tensor]) -> torch.Tensor:
         """Edited window (H x W x 3 float sRGB 0..255; read where ``alpha > 0``); ``before`` is
-        ``Action.edit``'s: the window before this photo's edits."""
+        ``Action.edit``'s."""
         ...
 
 
 class _OwnRegion:
     """``Action.span``'s default: the region itself, the usual soft-edge band."""
+
+    fills = False
 
     def span(self, region: torch.Tensor, protect: torch.Tensor | None, band: int) -> DeviceSpan:
         return DeviceSpan(region, band, 2 * band + 4)
@@ -54,17 +58,19 @@ class _OwnRegion:
 
 class RecolorOnDevice(_OwnRegion):
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
+             tools: DeviceTools, before: Before[torch.Tensor]) -> torch.Tensor:
         return recolor_window(rgb, alpha, region, op, band)
 
 
 class ToneOnDevice(_OwnRegion):
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
+             tools: DeviceTools, before: Before[torch.Tensor]) -> torch.Tensor:
         return tone_window(rgb, alpha, region, op.params, band)
 
 
 class RemoveOnDevice:
+    fills = True
+
     def span(self, region: torch.Tensor, protect: torch.Tensor | None, band: int) -> DeviceSpan:
         """``RemoveAction.span``: the object's anti-aliased rim and a pixel of contact with it."""
         reach = max_reach_px(tuple(region.shape))
@@ -80,8 +86,10 @@ class RemoveOnDevice:
         return DeviceSpan(region, reach, max(32, int(0.6 * size)))
 
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
-        return tools.fill(rgb, alpha > 0, before).float()
+             tools: DeviceTools, before: Before[torch.Tensor]) -> torch.Tensor:
+        hole = alpha > 0  # ``engine.edits.remove.remove``: what earlier removes made up is no source
+        unknown = hole if before.filled is None else hole | before.filled
+        return tools.fill(rgb, unknown, before.photo).float()
 
 
 class HostAction:
@@ -89,6 +97,7 @@ class HostAction:
 
     def __init__(self, action: Action) -> None:
         self.action = action
+        self.fills = action.fills
 
     def span(self, region: torch.Tensor, protect: torch.Tensor | None, band: int) -> DeviceSpan:
         found = self.action.span(region.cpu().numpy(), None if protect is None else protect.cpu().numpy(), band)
@@ -96,10 +105,10 @@ class HostAction:
                           found.pad)
 
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
-             tools: DeviceTools, before: torch.Tensor) -> torch.Tensor:
+             tools: DeviceTools, before: Before[torch.Tensor]) -> torch.Tensor:
         alpha_np = alpha.cpu().numpy()
-        values = self.action.edit(op, rgb.cpu().numpy(), alpha_np, region.cpu().numpy(), band, tools.host,
-                                  before.cpu().numpy())
+        on_host = Before(before.photo.cpu().numpy(), None if before.filled is None else before.filled.cpu().numpy())
+        values = self.action.edit(op, rgb.cpu().numpy(), alpha_np, region.cpu().numpy(), band, tools.host, on_host)
         out = rgb.float()
         out[alpha > 0] = torch.from_numpy(np.asarray(values, np.float32)).to(rgb.device)
         return out
