@@ -18,7 +18,9 @@ How a ``segment`` call runs, for B photos and the job's concepts (K distinct pro
 5. Hand-over: each photo's masks are handed over as soon as they are assembled
    (``segment_each``); on a GPU the host assembles one photo's masks while the device refines
    the next one's. With an editor on the same GPU (``keep_masks_on``) each concept's union stays
-   there, with no host copy: it is fitted and edited on the device (engine/edits/device/handover.py).
+   there, with no host copy: it is fitted and edited on the device (engine/edits/device/handover.py),
+   and the one transfer carries only the instances' box parts, which the host lists, merges
+   (engine/dedupe.py) and stores.
 
 Multi-instance concepts list every instance (id by descending score; instances whose mask
 comes out empty are dropped). A single-instance concept has at most one instance, id 0: its
@@ -323,40 +325,67 @@ class _OnDevice:
     keep_on_device: bool = False
 
     def to_host(self) -> _OnHost:
-        """Waits for the device, then one transfer of the masks."""
+        """Waits for the device, then one transfer: the whole stack, or, when the unions are
+        handed over on the device, only the instances' box parts (what the instances file holds)."""
         boxes = [(x0, y0, x1, y1) for x0, y0, x1, y1 in self.boxes.cpu().tolist()]
-        return _OnHost(self.kept, self.masks.cpu().numpy(), boxes, self.masks if self.keep_on_device else None)
+        shape = (int(self.masks.shape[1]), int(self.masks.shape[2]))
+        rows = [r for r in _instance_rows(self.kept) if _box_holds_pixels(boxes[r])]
+        if not self.keep_on_device:
+            stack = self.masks.cpu().numpy()
+            return _OnHost(self.kept, boxes, shape, {r: _in_box(stack[r], boxes[r]) for r in rows}, stack)
+        parts = [_in_box(self.masks[r], boxes[r]).reshape(-1) for r in rows]
+        packed = torch.cat(parts).cpu().numpy() if parts else np.zeros(0, bool)
+        crops, at = {}, 0
+        for r in rows:
+            x0, y0, x1, y1 = boxes[r]
+            crops[r] = packed[at : at + (y1 - y0) * (x1 - x0)].reshape(y1 - y0, x1 - x0)
+            at += crops[r].size
+        return _OnHost(self.kept, boxes, shape, crops, None, self.masks)
+
+
+def _instance_rows(kept: list[_Kept]) -> Iterator[int]:
+    """The stack's rows that are instances: a multi-instance concept's rows after its union, a
+    single-instance concept's union (its one instance)."""
+    at = 0
+    for k in kept:
+        if k.concept.multi_instance:
+            yield from range(at + 1, at + 1 + len(k.scores))
+            at += 1 + len(k.scores)
+        else:
+            yield at
+            at += 1
 
 
 @dataclass
 class _OnHost:
     kept: list[_Kept]
-    masks: np.ndarray
     boxes: list[tuple[int, int, int, int]]
-    on_device: torch.Tensor | None = None  # the same stack on the device, for an editor there
+    shape: tuple[int, int]
+    crops: dict[int, np.ndarray]  # each instance row with pixels: its part inside its box
+    stack: np.ndarray | None  # the whole stack; None when the unions stay on the device
+    on_device: torch.Tensor | None = None  # the stack on the device, for an editor there
 
     def assemble(self) -> Segmentation:
         """Host-side ``ConceptMasks`` from the photo's stack (each union, then its instances).
         Instances whose refined mask came out empty (an empty box) are dropped; ids count the
         ones listed. Each instance keeps only its box's part of the mask."""
-        masks, boxes = self.masks, self.boxes
         result: Segmentation = {}
         at = 0
         for k in self.kept:
             union_at, at = at, at + 1
             if k.concept.multi_instance:
-                rows = [(at + i, score) for i, score in enumerate(k.scores) if _box_holds_pixels(boxes[at + i])]
+                rows = [(at + i, score) for i, score in enumerate(k.scores) if at + i in self.crops]
                 at += len(k.scores)
             else:
-                rows = [(union_at, k.scores[0])] if _box_holds_pixels(boxes[union_at]) else []
-            instances = [Instance.from_crop(i, score, boxes[r], _in_box(masks[r], boxes[r]), masks.shape[1:])
+                rows = [(union_at, k.scores[0])] if union_at in self.crops else []
+            instances = [Instance.from_crop(i, score, self.boxes[r], self.crops[r], self.shape)
                          for i, (r, score) in enumerate(rows)]
             if k.concept.multi_instance:  # the same object proposed twice, or whole and in part
                 instances = merge_duplicates(instances)
             # Copies: a view would keep the photo's whole stack of masks alive. A union handed
             # over on the device gets no host copy (``ConceptMasks.union`` makes one if read).
-            if self.on_device is None:
-                result[k.concept.name] = ConceptMasks(k.concept.name, masks[union_at].copy(), instances)
+            if self.stack is not None:
+                result[k.concept.name] = ConceptMasks(k.concept.name, self.stack[union_at].copy(), instances)
             else:
                 result[k.concept.name] = ConceptMasks(k.concept.name, None, instances, self.on_device[union_at].clone())
         return result
@@ -366,7 +395,7 @@ def _box_holds_pixels(box: tuple[int, int, int, int]) -> bool:
     return box[2] > box[0]  # mask_boxes gives an empty mask the box (0, 0, 0, 0)
 
 
-def _in_box(mask: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def _in_box(mask: np.ndarray | torch.Tensor, box: tuple[int, int, int, int]) -> np.ndarray | torch.Tensor:
     x0, y0, x1, y1 = box
     return mask[y0:y1, x0:x1]
 

@@ -21,7 +21,7 @@ from hypothesis.extra.numpy import arrays
 from engine.dedupe import merge_duplicates
 from engine.errors import GpuOutOfMemory, SegmentationError, SegmentationUnavailable
 from engine.sam3 import (
-    Sam3Segmenter, load_sam3_segmenter,
+    Sam3Segmenter, _Kept, _OnDevice, load_sam3_segmenter,
 )
 from engine.mask_refine import box_mean, box_mean_running_sums, luma, mask_boxes, refine_masks
 from engine.segmenter import Instance, SegmentRequest, bbox_of
@@ -247,6 +247,42 @@ def test_pipelined_host_assembly_gives_the_same_masks_in_the_same_order(
         for name in want:
             assert np.array_equal(got[name].union, want[name].union)
             assert [i.bbox for i in got[name].instances] == [i.bbox for i in want[name].instances]
+
+
+def test_unions_handed_over_on_the_device_keep_only_the_instances_box_parts_on_the_host(
+    segmenter: Sam3Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an editor on the segmenter's device (forced here on the CPU), each union stays a
+    tensor and the one transfer to the host carries the instances' box parts alone: the same
+    masks and instances as the host hand-over, without a copy of the whole stack."""
+    concepts = [Concept(c.name, c.prompt, 0.05, c.multi_instance) for c in SIX]
+    images = [photo(90, 130, seed=10), photo(70, 100, seed=11)]
+    plain = segmenter.segment(requests_of(*images), concepts)
+    monkeypatch.setattr(segmenter, "hand_over_on_device", True)
+    handed = segmenter.segment(requests_of(*images), concepts)
+    for got, want in zip(handed, plain):
+        for name, masks in want.items():
+            assert got[name]._union is None and isinstance(got[name].on_device, torch.Tensor)
+            assert np.array_equal(got[name].on_device.numpy(), masks.union)
+            assert [(i.id, i.score, i.bbox) for i in got[name].instances] == \
+                [(i.id, i.score, i.bbox) for i in masks.instances]
+            for mine, theirs in zip(got[name].instances, masks.instances):
+                assert np.array_equal(mine.mask, theirs.mask)
+    assert any(m.instances for r in handed for m in r.values())
+
+    # the transfer: a whole-frame union and a small instance come down as the instance's box
+    wall = Concept("Wall", "wall", 0.1, multi_instance=False)
+    door = Concept("Door", "door", 0.1, multi_instance=True)
+    stack = torch.zeros((3, 60, 80), dtype=torch.bool)
+    stack[0] = True  # the wall's union, its one instance
+    stack[1, 10:20, 5:15] = stack[2, 10:20, 5:15] = True  # the door's union and its instance
+    logits = torch.zeros((1, 4, 4))
+    kept = [_Kept(wall, [0.9], logits), _Kept(door, [0.8], logits)]
+    on_host = _OnDevice(kept, stack, mask_boxes(stack), keep_on_device=True).to_host()
+    assert on_host.stack is None and sorted(on_host.crops) == [0, 2]
+    assert on_host.crops[2].shape == (10, 10) and on_host.crops[2].all()
+    kept_whole = _OnDevice(kept, stack, mask_boxes(stack)).to_host()
+    assert kept_whole.stack is not None and sorted(kept_whole.crops) == [0, 2]
 
 
 # -- speed structure ---------------------------------------------------------------------------
