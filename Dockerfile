@@ -7,13 +7,18 @@
 #   docker build --platform linux/amd64 --build-arg BAKE_WEIGHTS=1 --secret id=hf_token,env=HF_TOKEN -t sam3-worker .
 #       weights baked into /models; the token is a build secret, in no layer and no build history
 
-FROM nvidia/cuda:12.6.3-runtime-ubuntu24.04 AS base
-# Ubuntu 24.04 ships Python 3.12. The torch wheels bring their own CUDA 12.6 libraries and cuDNN;
-# the base image adds the driver hook-up, and NVIDIA_REQUIRE_CUDA=cuda>=12.6 so a host whose
+# The CUDA build is chosen by three build arguments that change together, e.g. for Blackwell GPUs:
+#   --build-arg CUDA_IMAGE=nvidia/cuda:13.0.2-runtime-ubuntu24.04 \
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130 --build-arg TORCH_CUDA=13.0
+ARG CUDA_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04
+FROM ${CUDA_IMAGE} AS base
+# Ubuntu 24.04 ships Python 3.12. The torch wheels bring their own CUDA libraries and cuDNN; the
+# base image adds the driver hook-up, and NVIDIA_REQUIRE_CUDA (cuda>=12.6 here) so a host whose
 # driver is too old refuses to start the container instead of failing on the first job.
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.2
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
+ARG TORCH_CUDA=12.6
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -38,7 +43,7 @@ RUN pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION" "torchvis
 COPY requirements.txt /app/requirements.txt
 RUN pip install -r /app/requirements.txt \
  && python -c "import torch, torchvision, transformers, cv2, PIL, boto3, httpx, runpod; \
-assert torch.version.cuda == '12.6', f'torch {torch.__version__} is not the CUDA 12.6 build'"
+assert torch.version.cuda == '$TORCH_CUDA', f'torch {torch.__version__} is not the CUDA $TORCH_CUDA build'"
 
 # Optional: SAM3 weights baked into /models with the worker's own fetch script. The HF token is
 # mounted for this one RUN only; the download cache survives between builds, so a rebuild after a
