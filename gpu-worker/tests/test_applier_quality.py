@@ -251,6 +251,28 @@ def test_soft_edges_follow_the_photo_not_the_mask_stairs():
     assert np.array_equal(out[coverage == 0], img[coverage == 0].astype(np.float32))
 
 
+def _along_straight_outlines(img: np.ndarray, region: np.ndarray) -> float:
+    """Mean level step between vertically adjacent pixels of the region's vertical outline runs
+    (where the outline is a straight vertical line, what lies under it barely changes)."""
+    outside = ~region
+    rim = region & (np.roll(outside, 1, 1) | np.roll(outside, -1, 1))
+    run = rim & np.roll(rim, 1, 0) & np.roll(rim, -1, 0)
+    values = img.astype(np.float32)
+    return float(np.abs(values - np.roll(values, 1, 0))[run].mean())
+
+
+@pytest.mark.parametrize("target", [(16, 16, 16), PALETTE["navy"].rgb])
+def test_a_dark_recolor_keeps_straight_outlines_as_smooth_as_the_photo(target):
+    """The soft edge's weight and mixture follow the photo's noise from pixel to pixel; a recolor
+    from a light wall to a much darker colour used to turn that into a speckled outline (14
+    levels from pixel to pixel for the near black, 11 for navy, where the photo has 3)."""
+    rgb, masks = render_room(960, 720, seed=0)
+    protect = masks["Window"] | masks["Frame_Molding"] | masks["Door"]
+    out = apply_edits(rgb, [Edit(Recolor(target), masks["Wall"])], protect)
+    wall = masks["Wall"] & ~protect
+    assert _along_straight_outlines(out, wall) < 2.0 * _along_straight_outlines(rgb, wall)
+
+
 def test_no_rim_where_the_neighbour_looks_alike():
     """A mask border with no edge in the photo (ceiling meeting a shaded molding): trust the mask."""
     img = np.full((60, 80, 3), 168, np.uint8)

@@ -29,7 +29,7 @@ import numpy as np
 
 from engine.edits import colour, kernels
 from engine.edits.backend import Backend
-from engine.edits.blend import edge_foreground, pixelwise
+from engine.edits.blend import edge_foreground, edge_mixture, pixelwise
 from engine.edits.kernels import RecolorParams
 
 
@@ -142,13 +142,13 @@ class FitSamples:
         self.full = self.alpha >= 1.0
         self.fg = foreground[ys, xs] if foreground is not None else self.lin
         self.material = material[ys, xs] if material is not None else None
+        self.mixture, self.noise = (self.lin, 0.0) if self.full.all() else edge_mixture(rgb, alpha, ys, xs)
 
     def composite(self, p: RecolorParams) -> np.ndarray:
-        edited = kernels.recolor(self.lin, p, np, self.material)
+        srgb = colour.to_srgb255(kernels.recolor(self.lin, p, np, self.material))
         if not self.full.all():
             change = kernels.recolor(self.fg, p, np, self.material) - self.fg
-            edited = np.where(self.full[:, None], edited, self.lin + change)
-        srgb = colour.to_srgb255(edited)
+            srgb = np.where(self.full[:, None], srgb, colour.to_srgb255(self.mixture + change) + self.noise)
         return self.base + (srgb - self.base) * self.alpha[:, None]
 
     def mean_composite(self, p: RecolorParams) -> np.ndarray:

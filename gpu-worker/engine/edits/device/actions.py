@@ -15,7 +15,7 @@ import torch
 
 from engine.edits import blend, kernels, recolor, tone
 from engine.edits.device import ops
-from engine.edits.device.matte import edge_foreground
+from engine.edits.device.matte import edge_foreground, edge_mixture
 
 ROWS_PER_CHUNK_PIXELS = 1 << 21  # per-pixel kernels run over bands of rows of about this many pixels
 
@@ -36,11 +36,16 @@ def pixelwise(rgb: torch.Tensor, alpha: torch.Tensor, foreground: torch.Tensor |
         if foreground is not None:
             fg = foreground[rows]
             a = alpha[rows]
-            soft = ((a > 0) & (a < 1.0))[..., None]
-            changed = ops.to_srgb255(lin + kernel(fg, rows) - fg)
+            soft = (a > 0) & (a < 1.0)
+            # the soft edge's mixture (its colour along the edge) and noise (blend.pixelwise)
+            ys, xs = soft.nonzero(as_tuple=True)
+            mixture, noise = edge_mixture(rgb, alpha, ys + top, xs)
+            mixed, noisy = lin.clone(), torch.zeros_like(lin)
+            mixed[ys, xs], noisy[ys, xs] = mixture, noise
+            changed = ops.to_srgb255(mixed + kernel(fg, rows) - fg) + noisy
             ramp = ((a - blend.NEAR_FULL) / (1 - blend.NEAR_FULL)).clamp_min(0.0)[..., None]
             changed = torch.where(ramp > 0, changed + (edited - changed) * ramp, changed)
-            edited = torch.where(soft, changed, edited)
+            edited = torch.where(soft[..., None], changed, edited)
         out[rows] = edited
     return out
 
@@ -75,12 +80,12 @@ class FitSamples:
         self.full = self.alpha >= 1.0
         self.fg = foreground[ys, xs] if foreground is not None else self.lin
         self.material = material[ys, xs] if material is not None else None
+        self.mixture, self.noise = edge_mixture(rgb, alpha, ys, xs)
 
     def mean_composite(self, p: kernels.RecolorParams) -> np.ndarray:
-        edited = kernels.recolor(self.lin, p, torch, self.material)
+        srgb = ops.to_srgb255(kernels.recolor(self.lin, p, torch, self.material))
         change = kernels.recolor(self.fg, p, torch, self.material) - self.fg
-        edited = torch.where(self.full[:, None], edited, self.lin + change)
-        srgb = ops.to_srgb255(edited)
+        srgb = torch.where(self.full[:, None], srgb, ops.to_srgb255(self.mixture + change) + self.noise)
         composite = self.base + (srgb - self.base) * self.alpha[:, None]
         return composite.mean(0).double().cpu().numpy()
 

@@ -7,6 +7,8 @@ tiles give, and a device has no use for the tiles' savings.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from engine.edits import blend
@@ -72,6 +74,7 @@ def soft_matte(rgb: torch.Tensor, region: torch.Tensor, protect: torch.Tensor | 
     trust = (contrast / blend.EDGE_CONTRAST).clamp(0.0, 1.0)
     inside = region.float()
     weight = trust * matte.clamp(0.0, 1.0) + (1.0 - trust) * inside
+    weight = _averaged_along_edge(weight, ring, protect)
     weight = torch.where(region, torch.maximum(weight, torch.tensor(0.5, device=weight.device)),
                          torch.minimum(weight, torch.tensor(0.5, device=weight.device)))
     raised, lowered = (2 * weight - 0.8).clamp_max(1.0), (2 * weight - 0.2).clamp_min(0.0)
@@ -80,6 +83,53 @@ def soft_matte(rgb: torch.Tensor, region: torch.Tensor, protect: torch.Tensor | 
     if protect is not None:
         alpha = alpha.masked_fill(protect, 0.0)
     return alpha
+
+
+def along_edge(key: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, among: torch.Tensor | None = None,
+               centre: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``blend.along_edge``: per 3 x 3 offset, the neighbours of (ys, xs) and how much each lies
+    along the same edge (the same arithmetic in the same order)."""
+    h, w = key.shape
+    own = key[ys, xs]
+    for dy in (-1, 0, 1):
+        ny = (ys + dy).clamp(0, h - 1)
+        for dx in (-1, 0, 1):
+            if dy == dx == 0 and not centre:
+                continue
+            nx = (xs + dx).clamp(0, w - 1)
+            weight = (1.0 - (key[ny, nx] - own).abs() * (1 / blend.ALONG_EDGE)).clamp_min(0.0)
+            if among is not None:
+                weight = weight * among[ny, nx]
+            yield ny, nx, weight
+
+
+def edge_mixture(rgb: torch.Tensor, alpha: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``blend.edge_mixture``: ``rgb`` uint8 H x W x 3; (N x 3 linear, N x 3 sRGB levels)."""
+    own = ops.to_linear(rgb[ys, xs])
+    total = torch.zeros((ys.numel(), 3), dtype=torch.float32, device=rgb.device)
+    count = torch.zeros(ys.numel(), dtype=torch.float32, device=rgb.device)
+    for ny, nx, weight in along_edge(alpha, ys, xs, centre=False):
+        total += ops.to_linear(rgb[ny, nx]) * weight[:, None]
+        count += weight
+    alone = count[:, None] <= 0
+    mixture = torch.where(alone, own, total / torch.where(alone, 1.0, count[:, None]))
+    return mixture, rgb[ys, xs].float() - ops.to_srgb255(mixture)
+
+
+def _averaged_along_edge(weight: torch.Tensor, ring: torch.Tensor, protect: torch.Tensor | None) -> torch.Tensor:
+    """``blend._averaged_along_edge`` over the window's ring (other pixels as they were)."""
+    plane = torch.where(ring, weight, torch.zeros((), device=weight.device))
+    among = ring if protect is None else ring & ~protect
+    ys, xs = ring.nonzero(as_tuple=True)
+    total = torch.zeros(ys.numel(), dtype=torch.float32, device=weight.device)
+    count = torch.zeros(ys.numel(), dtype=torch.float32, device=weight.device)
+    for ny, nx, w in along_edge(plane, ys, xs, among):
+        total += plane[ny, nx] * w
+        count += w
+    out = weight.clone()
+    out[ys, xs] = torch.where(count > 0, total / count.clamp_min(1e-6), weight[ys, xs])
+    return out
 
 
 def foreground(lin: torch.Tensor, core: torch.Tensor, fallback: torch.Tensor, radius: int) -> torch.Tensor:
