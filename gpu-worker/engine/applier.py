@@ -55,6 +55,8 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
         win_region = span.region[window.slices]
         win_protect = protect[window.slices] if protect is not None else None
         alpha = soft_matte(rgb, win_region, win_protect, band, anchor=region[window.slices], reach=span.reach)
+        if span.replaces:
+            alpha[region[window.slices]] = 1.0
         if not (alpha > 0).any():
             continue
         tools = tools or Tools(backend or choose_backend(), inpainter or StructureInpainter())

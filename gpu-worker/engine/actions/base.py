@@ -61,6 +61,9 @@ class Span:
     region: np.ndarray
     reach: int
     pad: int
+    # the rule's own pixels weigh 1 whatever the matte says: an edit that replaces the object
+    # (remove) would otherwise leave a share of it in the pixels along its rim, a faint outline
+    replaces: bool = False
 
 
 class Action(ABC):

@@ -44,7 +44,7 @@ class RemoveAction(Action):
             reach = band
         rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
         size = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
-        return Span(region, reach, max(32, int(0.6 * size)))  # room for the fill to find its material
+        return Span(region, reach, max(32, int(0.6 * size)), replaces=True)  # pad: room for the fill's material
 
     def edit(self, op: Remove, rgb: np.ndarray, alpha: np.ndarray, region: np.ndarray, band: int,
              tools: Tools, before: Before[np.ndarray]) -> np.ndarray:

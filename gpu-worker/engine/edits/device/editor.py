@@ -67,6 +67,8 @@ def _apply_one(out: torch.Tensor, original: torch.Tensor, filled: torch.Tensor, 
     win_region = span.region[window]
     win_protect = protect[window] if protect is not None else None
     alpha = soft_matte(rgb.permute(2, 0, 1), win_region, win_protect, band, region[window], span.reach)
+    if span.replaces:
+        alpha = torch.where(region[window], 1.0, alpha)
     touched = alpha > 0
     if not bool(touched.any()):
         return

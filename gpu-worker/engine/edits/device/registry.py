@@ -27,6 +27,7 @@ class DeviceSpan:
     region: torch.Tensor
     reach: int
     pad: int
+    replaces: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class RemoveOnDevice:
             reach = band
         rows, cols = region.any(1).nonzero()[:, 0], region.any(0).nonzero()[:, 0]
         size = max(int(rows[-1] - rows[0]), int(cols[-1] - cols[0])) + 1
-        return DeviceSpan(region, reach, max(32, int(0.6 * size)))
+        return DeviceSpan(region, reach, max(32, int(0.6 * size)), replaces=True)
 
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
              tools: DeviceTools, before: Before[torch.Tensor]) -> torch.Tensor:
@@ -102,7 +103,7 @@ class HostAction:
     def span(self, region: torch.Tensor, protect: torch.Tensor | None, band: int) -> DeviceSpan:
         found = self.action.span(region.cpu().numpy(), None if protect is None else protect.cpu().numpy(), band)
         return DeviceSpan(torch.from_numpy(np.ascontiguousarray(found.region)).to(region.device), found.reach,
-                          found.pad)
+                          found.pad, found.replaces)
 
     def edit(self, op: Any, rgb: torch.Tensor, alpha: torch.Tensor, region: torch.Tensor, band: int,
              tools: DeviceTools, before: Before[torch.Tensor]) -> torch.Tensor:
