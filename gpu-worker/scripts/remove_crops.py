@@ -16,6 +16,9 @@ CIEDE2000 is the mean over the crop's hidden pixels of both images blurred by 1.
 grain is random, so only its level can match). Line continuity is the correlation, over the same
 pixels, of the band-pass lightness (blur 1 px minus blur 4 px) of fill and truth: 1 when every
 line and edge runs where the truth has it, 0 when the fill's lines have nothing to do with it.
+Seam line: the crop's columns each averaged in lightness (L*) over its hidden rows; the largest
+gap between a column and the mean of its two neighbours (a line along a pole shows as one
+column apart; the truth's own figure is the scene's texture).
 """
 
 from __future__ import annotations
@@ -64,6 +67,17 @@ def measure(out: np.ndarray, truth: np.ndarray, region: np.ndarray) -> tuple[flo
     x, y = band(out)[region], band(truth)[region]
     continuity = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 0.0
     return float(de.mean()), continuity
+
+
+def seam_line(out: np.ndarray, region: np.ndarray) -> float:
+    """Largest |column - mean of its two neighbours| of the lightness averaged over the region's
+    rows, over its columns and three either side."""
+    rows = np.flatnonzero(region.any(axis=1))
+    cols = np.flatnonzero(region.any(axis=0))
+    c0, c1 = max(0, cols[0] - 3), min(out.shape[1], cols[-1] + 4)
+    lightness = colour.lstar(colour.luminance(colour.to_linear(out[rows, c0:c1])))
+    profile = lightness.mean(axis=0)
+    return float(np.abs(profile[1:-1] - 0.5 * (profile[:-2] + profile[2:])).max())
 
 
 def box(region: np.ndarray, pad: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
@@ -119,15 +133,21 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} cores (shared); {dt.date.today().isoformat()}; commit {commit}.",
         "",
         "CIEDE2000: mean over the crop's hidden pixels, both images blurred by 1.5 px (lower is better). "
-        "Line continuity: correlation of band-pass lightness with the truth (higher is better).",
+        "Line continuity: correlation of band-pass lightness with the truth (higher is better). "
+        "Seam line: the largest step, in L*, of a column's mean lightness over the crop's hidden rows from "
+        "its two neighbours' (a line along the pole; the truth's own is the texture's level).",
         "",
-        "| crop | pixels | CIEDE2000 patch | CIEDE2000 structure | continuity patch | continuity structure |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| crop | pixels | CIEDE2000 patch | CIEDE2000 structure | continuity patch | continuity structure "
+        "| seam line patch | seam line structure | seam line truth |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, region in regions.items():
         (de_p, c_p), (de_s, c_s) = (measure(fills[f], truth, region) for f in ("patch fill", "structure fill"))
-        lines.append(f"| {name} | {int(region.sum())} | {de_p:.2f} | {de_s:.2f} | {c_p:.2f} | {c_s:.2f} |")
-        print(f"{name:10s} CIEDE2000 {de_p:.2f} -> {de_s:.2f}   continuity {c_p:.2f} -> {c_s:.2f}", flush=True)
+        s_p, s_s, s_t = (seam_line(image, region) for image in (fills["patch fill"], fills["structure fill"], truth))
+        lines.append(f"| {name} | {int(region.sum())} | {de_p:.2f} | {de_s:.2f} | {c_p:.2f} | {c_s:.2f} "
+                     f"| {s_p:.2f} | {s_s:.2f} | {s_t:.2f} |")
+        print(f"{name:10s} CIEDE2000 {de_p:.2f} -> {de_s:.2f}   continuity {c_p:.2f} -> {c_s:.2f}   "
+              f"seam line {s_p:.2f} -> {s_s:.2f} (truth {s_t:.2f})", flush=True)
     lines += [
         "",
         f"Time for the whole removal at this size (same run, same machine, best of 2): patch fill "
@@ -145,6 +165,8 @@ def main() -> None:
     crops = [box(region, 20, rgb.shape) for region in regions.values()]
     sheet = contact_sheet([rgb, fills["patch fill"], fills["structure fill"], truth], crops)
     cv2.imwrite(str(args.out.with_suffix(".png")), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    for name, value in seconds.items():
+        print(f"{name}: {value:.2f} s")
     print(f"wrote {args.out} and {args.out.with_suffix('.png').name}")
 
 

@@ -164,3 +164,49 @@ def test_a_remove_beside_another_chooses_around_both():
     assert result[band].mean() < result[board].mean() - 30  # the edge is drawn across both poles
     de, _ = scores(out, truth, _rows(second, BASEBOARD[0] - 4, BASEBOARD[1]))
     assert de < 1.5, de
+
+
+def test_a_removed_pole_leaves_no_line_along_its_rim():
+    """The pole's anti-aliased edge (half pole, half wall) lies inside its mask: the remove must
+    replace it whole, where a soft matte keeps a share of it as a faint dark line down the wall."""
+    truth, _ = scene()
+    pole = np.zeros((H, W), bool)
+    pole[60:430, 300:316] = True
+    photo = truth.copy()
+    photo[pole] = (60, 45, 35)
+    photo[60:430, 300] = (truth[60:430, 300].astype(np.float32) * 0.5 + np.float32([30, 22, 18])).astype(np.uint8)
+    out = apply_edits_with(photo, [Edit(Remove(), pole)], None, backend=NumpyBackend(), inpainter=StructureInpainter())
+
+    def line(image: np.ndarray) -> float:  # a column's mean apart from its two neighbours' mean
+        profile = image[100:400, 292:324].astype(np.float32).mean(axis=(0, 2))
+        return float(np.abs(profile[1:-1] - 0.5 * (profile[:-2] + profile[2:])).max())
+
+    assert line(out) < 1.0, (line(out), line(truth))
+
+
+def glowing_wall(seed: int = 0) -> np.ndarray:
+    """A plain wall lit by a lamp: brighter round where the hole will be, plaster noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    img = np.empty((H, W, 3), np.float32)
+    img[:] = (200, 192, 178)
+    img *= (0.78 + 0.22 * np.exp(-((xx - 510) ** 2 + (yy - 230) ** 2) / (2 * 110.0**2)))[..., None]
+    img += rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("inpainter", [PatchInpainter, StructureInpainter])
+def test_a_wide_fill_has_no_blocks(inpainter):
+    """Patches copied from a little brighter or darker spots of a lit wall must meet without a
+    step: no blocks a patch in size in the fill's lightness."""
+    truth = glowing_wall()
+    hole = np.zeros((H, W), bool)
+    hole[200:330, 420:600] = True  # a lamp's shade: wide, the exemplar fill's
+    out = inpainter().inpaint(truth, hole)
+    inner = cv2.erode(hole.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    luma = np.float32([0.299, 0.587, 0.114])
+    d = cv2.GaussianBlur(out.astype(np.float32) @ luma, (0, 0), 2.0) - cv2.GaussianBlur(
+        truth.astype(np.float32) @ luma, (0, 0), 2.0)
+    blocks = d - cv2.GaussianBlur(d, (0, 0), 6.0)  # steps between neighbouring copies, a few pixels across
+    assert np.percentile(np.abs(blocks[inner]), 99) < 2.0
+    assert np.array_equal(out[~hole], truth[~hole])

@@ -8,8 +8,9 @@ filled window. ``device_fill`` picks the device version of an inpainter:
   search is sequential and small, and stays on the host, as does the area reduction it starts
   from (the guide's uint8 pixels go to the host once, so the search sees the numpy path's very
   values). What scales with the photo runs on the device: the chosen sources read in the
-  window's own reduction, and the synthesis at full resolution (every hole pixel copies the
-  pixel its patch's source points to, corrected by the work-resolution fill's low frequencies).
+  window's own reduction, and the synthesis at full resolution (every hole pixel takes the
+  work-resolution fill's low frequencies and the detail of the pixel its patch's source points
+  to). The seams' solve at work resolution (``PatchInpainter.seamless``) runs on the host too.
 - ``StructureInpainter``: engine/edits/device/structure.py, with this patch fill for its wide parts.
 - Any other inpainter runs as it is, on the window brought to the host.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
 
@@ -81,11 +81,14 @@ def patch_fill(inpainter: PatchInpainter) -> DeviceFill:
         searched, off_y, off_x, shift = inpainter._fill(work, work_hole)
         work_hole_t = torch.from_numpy(np.ascontiguousarray(work_hole)).to(rgb.device)
         if guide is rgb or torch.equal(guide, rgb):
-            filled = torch.from_numpy(searched).to(rgb.device)
+            filled = inpainter.seamless(work, work_hole, searched, off_y, off_x)
         else:
             own = area_resize(_unit(rgb), work_hole.shape) if scaled else _unit(rgb)
-            filled = _render(own, work_hole_t, off_y, off_x, shift)
-        return _synthesise(rgb, hole, filled, work_hole_t, off_y, off_x, shift, scaled)
+            rendered = _render(own, work_hole_t, off_y, off_x, shift)
+            # the seams' solve is small (work resolution) and iterative: on the host, as numpy runs it
+            filled = inpainter.seamless(own.cpu().numpy(), work_hole, rendered.cpu().numpy(), off_y, off_x)
+        filled_t = torch.from_numpy(filled).to(rgb.device)
+        return _synthesise(rgb, hole, filled_t, work_hole_t, off_y, off_x, scaled)
 
     return fill
 
@@ -109,33 +112,28 @@ def _render(work: torch.Tensor, work_hole: torch.Tensor, off_y: np.ndarray, off_
     return filled
 
 
-def _synthesise(rgb: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor,
-                work_hole: torch.Tensor, off_y: np.ndarray, off_x: np.ndarray, shift: np.ndarray,
-                scaled: bool) -> torch.Tensor:
+def _synthesise(rgb: torch.Tensor, hole: torch.Tensor, filled: torch.Tensor, work_hole: torch.Tensor,
+                off_y: np.ndarray, off_x: np.ndarray, scaled: bool) -> torch.Tensor:
     """``PatchInpainter._synthesise`` on the device."""
     device = rgb.device
     h, w = hole.shape
     eh, ew = filled.shape[:2]
     qy, qx = hole.nonzero().unbind(1)
+    out = rgb.clone()
+    if not scaled:
+        out[qy, qx] = (filled[qy, qx] * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+        return out
     cy = torch.minimum(qy * eh // h, torch.tensor(eh - 1, device=device))
     cx = torch.minimum(qx * ew // w, torch.tensor(ew - 1, device=device))
     oy, ox = torch.from_numpy(off_y).to(device)[cy, cx], torch.from_numpy(off_x).to(device)[cy, cx]
     sy = qy + torch.round(oy.double() * (h / eh)).long()
     sx = qx + torch.round(ox.double() * (w / ew)).long()
     ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
-    ok &= ~hole[sy.clamp(0, h - 1), sx.clamp(0, w - 1)]
+    sy, sx = sy.clamp(0, h - 1), sx.clamp(0, w - 1)
+    ok &= ~hole[sy, sx]
     ok &= work_hole[cy, cx]
-    values = sample_bilinear(filled, qy, qx, (h, w)) if scaled else filled[qy, qx]
-    copied = _unit(rgb[sy.clamp(0, h - 1), sx.clamp(0, w - 1)]) + torch.from_numpy(shift).to(device)[cy, cx, None]
-    values = torch.where(ok[:, None], copied, values)
-    if scaled:
-        copy = _unit(rgb)
-        copy[qy, qx] = values
-        diff = (filled - area_resize(copy, (eh, ew))).cpu().numpy()
-        del copy
-        blurred = torch.from_numpy(cv2.GaussianBlur(diff, (0, 0), 1.0)).to(device)
-        values = values + sample_bilinear(blurred, qy, qx, (h, w))
-    out = rgb.clone()
+    detail = _unit(rgb[sy, sx]) - sample_bilinear(filled, sy, sx, (h, w))
+    values = sample_bilinear(filled, qy, qx, (h, w)) + torch.where(ok[:, None], detail, 0.0)
     out[qy, qx] = (values * 255 + 0.5).clamp(0, 255).to(torch.uint8)
     return out
 
