@@ -241,21 +241,26 @@ class StructureInpainter:
         ring = source & cv2.dilate(query.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
         limit = 2.0 * float(np.percentile(np.abs(window[ring] - smooth[ring]), 84)) if ring.any() else 0.0
         del ring
-        fill, shift_y, shift_x, gap = self._directional(smooth, decide_on, known, query, grain,
-                                                        0.01 * max(h, w), 1.5 * wide)
+        fill, shift_y, shift_x, gap, edge = self._directional(smooth, decide_on, known, query, grain,
+                                                              0.01 * max(h, w), 1.5 * wide, window)
         ys, xs = np.nonzero(query)
         sy = np.clip(np.rint(ys + shift_y).astype(np.int32), 0, known.shape[0] - 1)
         sx = np.clip(np.rint(xs + shift_x).astype(np.int32), 0, known.shape[1] - 1)
         detail = window[sy, sx] - smooth[sy, sx]
-        texture = np.where(source[sy, sx][:, None], np.clip(detail, -limit, limit), 0.0)
+        # a line as sharp as the smoothing (the pixel row where a baseboard meets the floor) shows
+        # as detail: where both ends of the crossing show that much, it is let through
+        bound = np.maximum(limit, edge)
+        texture = np.where(source[sy, sx][:, None], np.clip(detail, -bound, bound), 0.0)
         return fill + texture, gap
 
     def _directional(self, smooth: np.ndarray, decide_on: np.ndarray, known: np.ndarray, hole: np.ndarray,
-                     grain_around: tuple[np.ndarray, np.ndarray], unit: float, longest: float
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                     grain_around: tuple[np.ndarray, np.ndarray], unit: float, longest: float, window: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per hole pixel: the interpolated smoothed colour along the best orientation, the
-        texture source's offset (y, x), and the length of the shortest crossing through it (how
-        thin the hole is there, whichever orientation the lines take). The orientation is
+        texture source's offset (y, x), the length of the shortest crossing through it (how
+        thin the hole is there, whichever orientation the lines take), and per channel the detail
+        (``window`` less ``smooth``) both ends of the crossing show, the smaller, where they agree
+        in sign (else 0). The orientation is
         chosen on ``decide_on``'s smoothed colours, the colour interpolated in ``smooth``."""
         h, w = hole.shape
         ys, xs = (v.astype(np.int32) for v in np.nonzero(hole))
@@ -264,6 +269,7 @@ class StructureInpainter:
         best_fill = np.zeros((n, 3), np.float64)
         best_shift = np.zeros(n, np.float32)
         best_index = np.zeros(n, np.int8)
+        best_edge = np.zeros((n, 3), np.float64)
         shortest = np.full(n, np.inf, np.float32)
         sigma = max(1.0, 1.5 * self.smooth_sigma)
         grain, coherence = grain_around  # _grain's, at the hole pixels
@@ -305,10 +311,13 @@ class StructureInpainter:
                 best_shift[at] = np.where(both, np.where(from_left, -width, width),
                                           np.where(has_l, -2 * dl + 1, 2 * dr - 1))
                 best_index[at] = index
+                el = _at(window, inverse, end_l, ry[at]) - il
+                er = _at(window, inverse, end_r, ry[at]) - ir
+                best_edge[at] = np.where(both[:, None] & (el * er > 0), np.minimum(np.abs(el), np.abs(er)), 0.0)
             del blurred
         sines = np.array([math.sin(a) for a in angles])[best_index]
         cosines = np.array([math.cos(a) for a in angles])[best_index]
-        return best_fill, best_shift * sines, best_shift * cosines, shortest
+        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge
 
     def _angles(self, grain: np.ndarray, coherence: np.ndarray) -> list[float]:
         """Evenly spaced orientations, plus the hole's dominant grain exactly (plank joints seen in

@@ -273,18 +273,20 @@ class DeviceStructureFill:
         ring = source & dilate_square(query, 12)
         limit = 2.0 * _percentile((window[ring].double() - smooth[ring]).abs(), 84) if bool(ring.any()) else 0.0
         del ring
-        fill, shift_y, shift_x, gap = self._directional(smooth, decide_on, known, query, grain, 0.01 * max(h, w),
-                                                        1.5 * wide)
+        fill, shift_y, shift_x, gap, edge = self._directional(smooth, decide_on, known, query, grain,
+                                                              0.01 * max(h, w), 1.5 * wide, window)
         ys, xs = query.nonzero().unbind(1)
         sy = torch.round(ys.double() + shift_y).long().clamp(0, known.shape[0] - 1)
         sx = torch.round(xs.double() + shift_x).long().clamp(0, known.shape[1] - 1)
         detail = window[sy, sx].double() - smooth[sy, sx]
-        texture = torch.where(source[sy, sx][:, None], detail.clamp(-limit, limit), 0.0)
+        bound = edge.clamp_min(limit)
+        texture = torch.where(source[sy, sx][:, None], torch.maximum(torch.minimum(detail, bound), -bound), 0.0)
         return fill + texture, gap
 
     def _directional(self, smooth: torch.Tensor, decide_on: torch.Tensor, known: torch.Tensor, hole: torch.Tensor,
-                     grain_around: tuple[torch.Tensor, torch.Tensor], unit: float, longest: float
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                     grain_around: tuple[torch.Tensor, torch.Tensor], unit: float, longest: float,
+                     window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                    torch.Tensor]:
         """``StructureInpainter._directional``."""
         p = self.inpainter
         device = hole.device
@@ -295,6 +297,7 @@ class DeviceStructureFill:
         best_fill = torch.zeros((n, 3), dtype=torch.float64, device=device)
         best_shift = torch.zeros(n, dtype=torch.float32, device=device)
         best_index = torch.zeros(n, dtype=torch.long, device=device)
+        best_edge = torch.zeros((n, 3), dtype=torch.float64, device=device)
         shortest = torch.full((n,), math.inf, dtype=torch.float32, device=device)
         sigma = max(1.0, 1.5 * p.smooth_sigma)
         grain, coherence = grain_around
@@ -335,9 +338,13 @@ class DeviceStructureFill:
             best_fill = torch.where(better[:, None], value, best_fill)
             best_shift = torch.where(better, shift, best_shift)
             best_index = torch.where(better, index, best_index)
+            el = _at(window, inverse, end_l, ry).double() - il
+            er = _at(window, inverse, end_r, ry).double() - ir
+            edge = torch.where(both[:, None] & (el * er > 0), torch.minimum(el.abs(), er.abs()), 0.0)
+            best_edge = torch.where(better[:, None], edge, best_edge)
         sines = torch.tensor([math.sin(a) for a in angles], dtype=torch.float64, device=device)[best_index]
         cosines = torch.tensor([math.cos(a) for a in angles], dtype=torch.float64, device=device)[best_index]
-        return best_fill, best_shift * sines, best_shift * cosines, shortest
+        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge
 
     def _grain(self, smooth: torch.Tensor, known: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, unit: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
