@@ -69,6 +69,19 @@ def measure(out: np.ndarray, truth: np.ndarray, region: np.ndarray) -> tuple[flo
     return float(de.mean()), continuity
 
 
+SURFACES = {"wall seam": "Wall", "baseboard": "Frame_Molding", "planks": "Floor"}
+
+
+def lit_beside(rgb: np.ndarray, truth: np.ndarray, hole: np.ndarray, region: np.ndarray,
+               surface: np.ndarray) -> float:
+    """Mean level (0..255) of the photo less the truth on the known pixels of the region's surface
+    within 12 px either side of it, in its rows: light or shadow the object cast, which the
+    truth lacks and a fill that matches its surroundings carries."""
+    near = cv2.dilate(region.astype(np.uint8), np.ones((1, 25), np.uint8)).astype(bool)
+    beside = near & ~hole & surface & region.any(axis=1)[:, None]
+    return float((rgb[beside].astype(np.float32) - truth[beside]).mean()) if beside.any() else 0.0
+
+
 def seam_line(out: np.ndarray, region: np.ndarray) -> float:
     """Largest |column - mean of its two neighbours| of the lightness averaged over the region's
     rows, over its columns and three either side."""
@@ -135,17 +148,21 @@ def main() -> None:
         "CIEDE2000: mean over the crop's hidden pixels, both images blurred by 1.5 px (lower is better). "
         "Line continuity: correlation of band-pass lightness with the truth (higher is better). "
         "Seam line: the largest step, in L*, of a column's mean lightness over the crop's hidden rows from "
-        "its two neighbours' (a line along the pole; the truth's own is the texture's level).",
+        "its two neighbours' (a line along the pole; the truth's own is the texture's level). "
+        "Lit beside: the photo less the truth, in 8-bit levels, on the known pixels of the same surface "
+        "beside the crop (light or shadow the lamp casts, which the truth lacks; a fill that matches its "
+        "surroundings carries it).",
         "",
         "| crop | pixels | CIEDE2000 patch | CIEDE2000 structure | continuity patch | continuity structure "
-        "| seam line patch | seam line structure | seam line truth |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| seam line patch | seam line structure | seam line truth | lit beside |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, region in regions.items():
         (de_p, c_p), (de_s, c_s) = (measure(fills[f], truth, region) for f in ("patch fill", "structure fill"))
         s_p, s_s, s_t = (seam_line(image, region) for image in (fills["patch fill"], fills["structure fill"], truth))
+        lit = lit_beside(rgb, truth, hole, region, truth_masks[SURFACES[name]])
         lines.append(f"| {name} | {int(region.sum())} | {de_p:.2f} | {de_s:.2f} | {c_p:.2f} | {c_s:.2f} "
-                     f"| {s_p:.2f} | {s_s:.2f} | {s_t:.2f} |")
+                     f"| {s_p:.2f} | {s_s:.2f} | {s_t:.2f} | {lit:+.1f} |")
         print(f"{name:10s} CIEDE2000 {de_p:.2f} -> {de_s:.2f}   continuity {c_p:.2f} -> {c_s:.2f}   "
               f"seam line {s_p:.2f} -> {s_s:.2f} (truth {s_t:.2f})", flush=True)
     lines += [
