@@ -56,7 +56,8 @@ class Before(Generic[Pixels]):
 @dataclass(frozen=True)
 class Span:
     """Where an edit works: the pixels it owns, how far past the rule's own region its soft edge
-    may change pixels, and the margin of surroundings its window keeps around ``region``."""
+    may change pixels, the margin of surroundings its window keeps around ``region``, and whether
+    the rule's own pixels are replaced whole."""
 
     region: np.ndarray
     reach: int
