@@ -17,12 +17,18 @@ turns it into a mask whose outline follows the photo:
    than ``EDGE_TEXTURE`` times the inside's own texture. Then:
    - a flat (non-edge) pixel reached from one sure side only, within the band's width, without
      crossing an edge, belongs to that side (a geodesic dilation: shading may drift, an edge
-     stops it; a gap in an edge lets the other side in only near the gap);
+     stops it; a gap in an edge lets the other side in only near the gap), also where no sure
+     outside is near (a wall brightening towards a lamp pole it surrounds);
    - reached from both (no edge between the sides): by colour - inside when nearer the inside
      mean than the outside one and within ``OUTLIER_SIGMAS`` spreads of the inside mean; where
      the sides do not differ by ``SEPARATION`` spreads, the coarse mask is kept;
    - reached from neither, a pocket between edges (a white frame between a wall and a door, a
-     molding, a third colour): colour may only take it out of the coarse mask, never add it;
+     molding, a third colour): colour may only take it out of the coarse mask. It joins the
+     inside only where the inside reaches it within the whole band's width without crossing an
+     edge and its colour is within ``JOIN_SIGMAS`` spreads of the inside's (a wall drawn a third
+     of a cell thin: the strip between the coarse outline and the wall's edge). A molding a
+     barely visible step from the wall differs from it by more than that, though its step is
+     no edge;
    - an edge pixel goes with the side whose flat pixels just across the edge its colour is
      nearer, so the outline runs through the middle of the step; with flat pixels of the inside
      only near, the coarse mask and the colour rule decide (a thin object is all edge pixels).
@@ -44,6 +50,7 @@ from engine.edits.blend import tiles_where
 PREDICTION_GRID = 288  # SAM3's mask side (logits for the whole, square-resized photo)
 MIN_SPECK_CELLS = 6.0  # islands and holes below this many grid cells are the segmenter's noise
 OUTLIER_SIGMAS = 3.0  # a band pixel farther than this from the inside colour is not inside
+JOIN_SIGMAS = 1.0  # an unreached pocket joins the inside only this near its colour (in spreads)
 SEPARATION = 2.0  # sides closer than this (in spreads) are not told apart by colour
 NOISE_FLOOR = 1.5  # CIELAB variance added to every spread (about 1.2 dE of noise)
 SMOOTH_SIGMA = 0.8  # px; denoises the colours the band is decided on
@@ -173,6 +180,7 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     steps = radius // 2  # the band's width: reach stays local, a gap in an edge leaks only near it
     reach_in = _reach(sure_in, edge | sure_out, steps, scale) & flat
     reach_out = _reach(sure_out, edge | sure_in, steps, scale) & flat
+    reach_far = _reach(sure_in, edge | sure_out, 2 * steps, scale) & flat  # across the whole band
 
     # Colour, on the band and the few pixels around it an edge pixel's decision looks at.
     work = cv2.dilate(need.astype(np.uint8), np.ones((2 * EDGE_REACH * scale + 1,) * 2, np.uint8)) > 0
@@ -188,14 +196,19 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     # with no sure-outside pixels near (a mask reaching the frame's edge), only the outlier test
     only_inside = have_in[work] & ~have_out[work]
     colour_rule = np.where(told_apart, by_colour, np.where(only_inside, coarse_w & like_inside, coarse_w))
-    # Reached from one side only without crossing an edge: that side. From both (no edge between
-    # the sides): by colour. From neither, a pocket between edges (a frame, a molding): colour may
-    # only take pixels out of the coarse mask, never add - nothing says which side it is on.
+    # Reached from one side only without crossing an edge: that side (the inside's reach also
+    # where no sure outside is near). From both (no edge between the sides): by colour. From
+    # neither, a pocket between edges (a frame, a molding): colour may only take pixels out of
+    # the coarse mask; it adds only what the inside reaches across the band and is the inside's
+    # colour within its own spread (a molding a faint step off the wall is not).
     flat_w, in_w, out_w = flat[work], reach_in[work], reach_out[work]
-    pocket = flat_w & ~in_w & ~out_w & both_sides
+    unreached = flat_w & ~in_w & ~out_w & have_in[work]
+    pocket = unreached & have_out[work]
+    joins = reach_far[work] & (d_in <= JOIN_SIGMAS**2 * spread_in) & ((d_in < d_out) | ~have_out[work])
     decided = sure_in.copy()
-    decided[work] = np.where(flat_w & (in_w ^ out_w) & both_sides, in_w,
-                             np.where(pocket, coarse_w & by_colour, colour_rule))
+    decided[work] = np.where(flat_w & (in_w ^ out_w) & (both_sides | in_w), in_w,
+                             np.where(unreached, np.where(pocket, coarse_w & by_colour, colour_rule) | joins,
+                                      colour_rule))
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is
     # nearer: the outline runs through the middle of the step (a white frame's first pixel is
     # frame). With flat pixels of the outside only near it goes out; of the inside only, it stays

@@ -46,8 +46,9 @@ import torch.nn.functional as F
 
 from engine.edits.device import ops
 from engine.edits.device.lab import smoothed_lab
-from engine.maskfit import (BAND_CELLS, EDGE_MIN, EDGE_REACH, EDGE_SCALE_CELLS, EDGE_TEXTURE, MIN_SPECK_CELLS,
-                            NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SURE_BLOCK_CELLS_INV, prediction_cell_px)
+from engine.maskfit import (BAND_CELLS, EDGE_MIN, EDGE_REACH, EDGE_SCALE_CELLS, EDGE_TEXTURE, JOIN_SIGMAS,
+                            MIN_SPECK_CELLS, NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SURE_BLOCK_CELLS_INV,
+                            prediction_cell_px)
 
 SPECK_BLOCK_CELLS = 0.25  # speck labelling's block side in prediction cells (a speck is >= 1 cell)
 
@@ -205,12 +206,14 @@ class SideStats:
 
 
 def decide(lab: torch.Tensor, coarse: torch.Tensor, inside: SideStats, outside: SideStats, reach_in: torch.Tensor,
-           reach_out: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+           reach_out: torch.Tensor, reach_far: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     """Inside or not, per pixel (``maskfit._decide``'s rule before its edge pixels): a flat pixel
-    reached from one sure side only goes with it; reached from both, by colour (nearer the inside
-    colour and no outlier of it, where the sides differ enough; the coarse mask elsewhere, or with
-    no sure outside near, the coarse mask minus the inside's outliers); a pocket reached from
-    neither may only leave the coarse mask."""
+    reached from one sure side only goes with it (from the inside also with no sure outside
+    near); reached from both, by colour (nearer the inside colour and no outlier of it, where the
+    sides differ enough; the coarse mask elsewhere, or with no sure outside near, the coarse mask
+    minus the inside's outliers); a pocket reached from neither may only leave the coarse mask,
+    but joins the inside where ``reach_far`` (the inside's reach across the whole band) gets to it
+    and its colour is within ``JOIN_SIGMAS`` spreads of the inside's."""
     d_in, d_out = _sq_dist(lab, inside.mean), _sq_dist(lab, outside.mean)
     sep = _sq_dist(inside.mean, outside.mean)
     spread_in, spread_out = inside.var + NOISE_FLOOR, outside.var + NOISE_FLOOR
@@ -220,9 +223,12 @@ def decide(lab: torch.Tensor, coarse: torch.Tensor, inside: SideStats, outside: 
     by_colour = (d_in < d_out) & like_inside
     only_inside = inside.have & ~outside.have
     colour_rule = torch.where(told_apart, by_colour, torch.where(only_inside, coarse & like_inside, coarse))
-    pocket = flat & ~reach_in & ~reach_out & both_sides
-    return torch.where(flat & (reach_in ^ reach_out) & both_sides, reach_in,
-                       torch.where(pocket, coarse & by_colour, colour_rule))
+    unreached = flat & ~reach_in & ~reach_out & inside.have
+    pocket = unreached & outside.have
+    joins = reach_far & (d_in <= JOIN_SIGMAS**2 * spread_in) & ((d_in < d_out) | ~outside.have)
+    return torch.where(flat & (reach_in ^ reach_out) & (both_sides | reach_in), reach_in,
+                       torch.where(unreached, torch.where(pocket, coarse & by_colour, colour_rule) | joins,
+                                   colour_rule))
 
 
 def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tensor, sure_out: torch.Tensor,
@@ -236,8 +242,9 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
     steps = radius // 2
     reach_in, reach_out = _reach(torch.stack([sure_in, sure_out]), torch.stack([sure_out, sure_in]) | edge, steps,
                                  scale) & flat
+    reach_far = _reach(sure_in[None], (sure_out | edge)[None], 2 * steps, scale)[0] & flat
     work = _dilate_square(need, EDGE_REACH * scale)
-    decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, flat), sure_in)
+    decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, reach_far, flat), sure_in)
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer;
     # with the inside's only, as the coarse mask and the colour rule have it (a thin pole stays out).
     (near_in, have_in), (near_out, have_out) = _sides_near(lab, flat, decided, EDGE_REACH, scale)
