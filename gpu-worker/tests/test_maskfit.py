@@ -166,6 +166,52 @@ def test_a_step_one_can_just_see_stops_the_wall():
     assert fitted[60:].mean() >= 0.999
 
 
+def test_a_wall_drawn_thinner_than_it_is_grows_to_its_edge():
+    """The coarse outline three pixels short of the wall's edge with a white molding: the strip
+    between them is reached from the wall's inside only across the band (no edge on the way) and
+    is the wall's colour, so it joins the wall (it stayed out: a pocket only ever left the mask)."""
+    rgb = plain_wall((720, 960), (200, 196, 186))
+    rgb[:60] = plain_wall((60, 960), (244, 242, 236), seed=1)
+    coarse = np.zeros((720, 960), bool)
+    coarse[63:] = True  # the segmenter's outline three pixels short of the wall's edge at row 60
+    fitted = fit_mask(rgb, coarse)
+    assert fitted[61:].mean() >= 0.999
+    assert not fitted[:59].any()
+
+
+def test_a_molding_a_faint_step_off_the_wall_does_not_join_it():
+    """A five-pixel molding 2.5 CIEDE2000 lighter than the wall (no edge: under the least step)
+    between the wall and a dark door, the wall's coarse outline two pixels short of the molding:
+    the molding and the strip are pockets (the door's edge keeps the outside off them) that the
+    inside reaches across the band; the strip joins the wall, the molding, more than one spread
+    off the wall's colour, does not."""
+    rgb = plain_wall((720, 960), (200, 196, 186))
+    rgb[:60] = plain_wall((60, 960), (206, 202, 193), seed=1)
+    rgb[:55] = plain_wall((55, 960), (90, 70, 55), seed=2)
+    coarse = np.zeros((720, 960), bool)
+    coarse[62:] = True
+    fitted = fit_mask(rgb, coarse)
+    assert fitted[:59].mean() <= 0.01
+    assert fitted[61:].mean() >= 0.999
+
+
+def test_a_wall_brightening_towards_a_pole_it_surrounds_keeps_its_reach():
+    """A wall lit brighter over the ten pixels beside a dark pole, the pole's coarse gap in the
+    wall a few pixels too wide on each side: no sure outside is near (the gap is narrower than
+    the band), and the brightened wall is reached from the wall without crossing an edge, so it
+    stays wall (it was taken out: far from the wall's mean colour and no outside to compare)."""
+    rgb = plain_wall((720, 960), (150, 145, 138)).astype(np.float64)
+    x = np.arange(960, dtype=np.float64)
+    glow = np.clip(1 - np.minimum(np.abs(x - 470), np.abs(x - 485)) / 10, 0, 1) * 35  # up to dL 12
+    rgb += glow[None, :, None]
+    rgb[:, 474:481] = (70, 68, 66)
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    coarse = np.ones((720, 960), bool)
+    coarse[:, 470:485] = False  # three to four pixels of wall either side left out
+    fitted = fit_mask(rgb, coarse)
+    assert fitted[:, 455:468].mean() >= 0.999 and fitted[:, 487:500].mean() >= 0.999
+    assert not fitted[:, 474:481].any()
+
 def test_edits_on_fitted_masks_hold_up_around_the_true_outlines(room):
     """The quality report's measure (scripts/mask_quality.py) on a room it does not use: within
     12 px of the true outline, fitted masks leave at most half the coarse masks' wrong pixels
