@@ -31,7 +31,10 @@ turns it into a mask whose outline follows the photo:
      no edge;
    - an edge pixel goes with the side whose flat pixels just across the edge its colour is
      nearer, so the outline runs through the middle of the step; with flat pixels of the inside
-     only near, the coarse mask and the colour rule decide (a thin object is all edge pixels).
+     only near, the coarse mask and the colour rule decide (a thin object is all edge pixels),
+     or, where the inside is too narrow for colour statistics of its own (a strip of floor
+     between a lamp's base and a rug), whether its colour is nearer those flat pixels' than the
+     sure outside's mean.
 4. A majority filter removes single-pixel speckle along the new outline, then step 1 again.
 
 The matte of the edits (engine/edits/blend.py) then anti-aliases along the same photo edges.
@@ -214,12 +217,16 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     # frame). With flat pixels of the outside only near it goes out; of the inside only, it stays
     # as the coarse mask and the colour rule have it: a crease in a wall stays in, while an object
     # narrower than the edge reach (a lamp pole, all edge pixels) is not handed to the wall.
+    # Where the inside is too narrow for statistics of its own (no colour rule), the flat inside
+    # pixels near stand in for its colour against the sure outside's.
     ridge = need & edge
     ys, xs = np.nonzero(ridge)
     (near_in, have_in_r), (near_out, have_out_r) = _sides_near(lab, flat, decided, ys, xs, EDGE_REACH, scale)
     lab_r = lab[ys, xs]
     nearer_in = _sq_dist(lab_r, near_in) < _sq_dist(lab_r, near_out)
     one_side = np.where(have_out_r, False, (have_in_r & coarse[ys, xs]) | decided[ys, xs])
+    stand_in = have_in_r & ~have_out_r & have_out[ys, xs] & ~have_in[ys, xs]
+    one_side = np.where(stand_in, _sq_dist(lab_r, near_in) < _sq_dist(lab_r, mean_out[ys, xs]), one_side)
     decided[ys, xs] = np.where(have_in_r & have_out_r, nearer_in, one_side)
     return decided[need]
 

@@ -212,6 +212,22 @@ def test_a_wall_brightening_towards_a_pole_it_surrounds_keeps_its_reach():
     assert fitted[:, 455:468].mean() >= 0.999 and fitted[:, 487:500].mean() >= 0.999
     assert not fitted[:, 474:481].any()
 
+def test_an_edge_pixel_of_a_strip_too_narrow_for_statistics_goes_with_its_colour():
+    """A strip of light floor 14 px wide between two dark objects with rough rims (all edge
+    pixels, six wide): the strip has no sure inside near (no colour rule), the coarse mask leaves
+    out its first and last rows (edge pixels: the step onto the rims). They go with the strip,
+    nearer its flat pixels' colour than the dark outside's (they stayed out, as the coarse mask
+    had them); the rims, nearer the outside's, stay out."""
+    rgb = plain_wall((720, 960), (60, 60, 62))
+    rgb[300:314] = plain_wall((14, 960), (200, 150, 100), seed=1)
+    hatch = np.random.default_rng(2).integers(20, 110, (6, 960, 1), dtype=np.uint8)
+    rgb[294:300], rgb[314:320] = hatch, hatch[::-1]
+    coarse = np.zeros((720, 960), bool)
+    coarse[301:313] = True
+    fitted = fit_mask(rgb, coarse)
+    assert fitted[301:313].all() and fitted[300].mean() >= 0.99 and fitted[313].mean() >= 0.99
+    assert not fitted[:299].any() and not fitted[315:].any()
+
 def test_edits_on_fitted_masks_hold_up_around_the_true_outlines(room):
     """The quality report's measure (scripts/mask_quality.py) on a room it does not use: within
     12 px of the true outline, fitted masks leave at most half the coarse masks' wrong pixels

@@ -246,11 +246,15 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
     work = _dilate_square(need, EDGE_REACH * scale)
     decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, reach_far, flat), sure_in)
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer;
-    # with the inside's only, as the coarse mask and the colour rule have it (a thin pole stays out).
+    # with the inside's only, as the coarse mask and the colour rule have it (a thin pole stays out),
+    # or, where the inside has no statistics of its own, by those flat pixels' colour against the
+    # sure outside's mean.
     (near_in, have_in), (near_out, have_out) = _sides_near(lab, flat, decided, EDGE_REACH, scale)
     ridge = need & edge & (have_in | have_out)
+    stand_in = have_in & ~have_out & outside.have & ~inside.have
     nearer_in = torch.where(have_in & have_out, _sq_dist(lab, near_in) < _sq_dist(lab, near_out),
-                            have_in & (coarse | decided))
+                            torch.where(stand_in, _sq_dist(lab, near_in) < _sq_dist(lab, outside.mean),
+                                        have_in & (coarse | decided)))
     return torch.where(ridge, nearer_in, decided)
 
 
