@@ -24,11 +24,11 @@ turns it into a mask whose outline follows the photo:
      the sides do not differ by ``SEPARATION`` spreads, the coarse mask is kept;
    - reached from neither, a pocket between edges (a white frame between a wall and a door, a
      molding, a third colour): colour may only take it out of the coarse mask. It joins the
-     inside only where the inside reaches it within the whole band's width without crossing an
-     edge and its colour is within ``JOIN_SIGMAS`` spreads of the inside's (a wall drawn a third
-     of a cell thin: the strip between the coarse outline and the wall's edge). A molding a
-     barely visible step from the wall differs from it by more than that, though its step is
-     no edge;
+     inside only where the inside reaches it without crossing an edge within ``SHORT_CELLS``
+     past the coarse outline and its colour is within ``JOIN_SIGMAS`` spreads of the inside's
+     (a wall drawn a third of a cell thin: the strip between the coarse outline and the wall's
+     edge). A molding a barely visible step from the wall differs from it by more than that,
+     though its step is no edge;
    - an edge pixel goes with the side whose flat pixels just across the edge its colour is
      nearer, so the outline runs through the middle of the step; with flat pixels of the inside
      only near, the coarse mask and the colour rule decide (a thin object is all edge pixels),
@@ -54,6 +54,9 @@ PREDICTION_GRID = 288  # SAM3's mask side (logits for the whole, square-resized 
 MIN_SPECK_CELLS = 6.0  # islands and holes below this many grid cells are the segmenter's noise
 OUTLIER_SIGMAS = 3.0  # a band pixel farther than this from the inside colour is not inside
 JOIN_SIGMAS = 1.0  # an unreached pocket joins the inside only this near its colour (in spreads)
+# How far past the coarse outline the inside may reach a pocket, in cells: the prediction's own
+# displacement (a mask running into its neighbour, the band's second cell, only runs over).
+SHORT_CELLS = 1.0
 SEPARATION = 2.0  # sides closer than this (in spreads) are not told apart by colour
 NOISE_FLOOR = 1.5  # CIELAB variance added to every spread (about 1.2 dE of noise)
 SMOOTH_SIGMA = 0.8  # px; denoises the colours the band is decided on
@@ -127,11 +130,12 @@ def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) ->
     radius = 2 * band
     step = max(1, radius // 4)
     edge_scale = max(1, round(EDGE_SCALE_CELLS * cell))
+    short = band + int(math.ceil(SHORT_CELLS * cell))  # steps from the sure inside
     for tile in tiles_where(unknown, step, radius + 2 * step + 2):
         need = np.zeros(unknown[tile.src].shape, bool)
         need[tile.inner] = unknown[tile.out]
         decided = _decide(rgb[tile.src], cleaned[tile.src], sure_in[tile.src], sure_out[tile.src], need, radius, step,
-                          edge_scale)
+                          edge_scale, short)
         out[tile.out][unknown[tile.out]] = decided
     # majority of each 3 x 3 neighbourhood, on the band only
     smooth = cv2.medianBlur(out.astype(np.uint8) * 255, 3) > 127
@@ -167,9 +171,9 @@ def fit_protect(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None)
 
 
 def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: np.ndarray, need: np.ndarray,
-            radius: int, step: int, scale: int) -> np.ndarray:
+            radius: int, step: int, scale: int, short: int) -> np.ndarray:
     """The inside/outside decision for the ``need`` pixels of one tile (with its margin), in
-    row-major order."""
+    row-major order. ``short``: how many steps from the sure inside a pocket may join it."""
     lab = cv2.cvtColor(rgb.astype(np.float32) * (1 / 255), cv2.COLOR_RGB2Lab)
     lab = cv2.GaussianBlur(lab, (0, 0), SMOOTH_SIGMA)
     sq = _sq_dist(lab, 0.0)
@@ -183,7 +187,7 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     steps = radius // 2  # the band's width: reach stays local, a gap in an edge leaks only near it
     reach_in = _reach(sure_in, edge | sure_out, steps, scale) & flat
     reach_out = _reach(sure_out, edge | sure_in, steps, scale) & flat
-    reach_far = _reach(sure_in, edge | sure_out, 2 * steps, scale) & flat  # across the whole band
+    reach_far = _reach(sure_in, edge | sure_out, short, scale) & flat
 
     # Colour, on the band and the few pixels around it an edge pixel's decision looks at.
     work = cv2.dilate(need.astype(np.uint8), np.ones((2 * EDGE_REACH * scale + 1,) * 2, np.uint8)) > 0
@@ -202,8 +206,8 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     # Reached from one side only without crossing an edge: that side (the inside's reach also
     # where no sure outside is near). From both (no edge between the sides): by colour. From
     # neither, a pocket between edges (a frame, a molding): colour may only take pixels out of
-    # the coarse mask; it adds only what the inside reaches across the band and is the inside's
-    # colour within its own spread (a molding a faint step off the wall is not).
+    # the coarse mask; it adds only what the inside reaches within a cell past the coarse outline
+    # and is the inside's colour within its own spread (a molding a faint step off the wall is not).
     flat_w, in_w, out_w = flat[work], reach_in[work], reach_out[work]
     unreached = flat_w & ~in_w & ~out_w & have_in[work]
     pocket = unreached & have_out[work]

@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from engine.edits.device import ops
 from engine.edits.device.lab import smoothed_lab
 from engine.maskfit import (BAND_CELLS, EDGE_MIN, EDGE_REACH, EDGE_SCALE_CELLS, EDGE_TEXTURE, JOIN_SIGMAS,
-                            MIN_SPECK_CELLS, NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SURE_BLOCK_CELLS_INV,
-                            prediction_cell_px)
+                            MIN_SPECK_CELLS, NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SHORT_CELLS,
+                            SURE_BLOCK_CELLS_INV, prediction_cell_px)
 
 SPECK_BLOCK_CELLS = 0.25  # speck labelling's block side in prediction cells (a speck is >= 1 cell)
 
@@ -77,7 +77,7 @@ def fit_mask(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None
     scale = max(1, round(EDGE_SCALE_CELLS * cell))
     if window is not None:
         decided = _decide_window(rgb[window], cleaned[window], sure_in[window], sure_out[window], unknown[window],
-                                 radius, step, scale)
+                                 radius, step, scale, band + int(math.ceil(SHORT_CELLS * cell)))
         out[window] = torch.where(unknown[window], decided, cleaned[window])
         smooth = _majority3(out[window])
         out[window] = torch.where(unknown[window], smooth, out[window])
@@ -212,8 +212,8 @@ def decide(lab: torch.Tensor, coarse: torch.Tensor, inside: SideStats, outside: 
     near); reached from both, by colour (nearer the inside colour and no outlier of it, where the
     sides differ enough; the coarse mask elsewhere, or with no sure outside near, the coarse mask
     minus the inside's outliers); a pocket reached from neither may only leave the coarse mask,
-    but joins the inside where ``reach_far`` (the inside's reach across the whole band) gets to it
-    and its colour is within ``JOIN_SIGMAS`` spreads of the inside's."""
+    but joins the inside where ``reach_far`` (the inside's reach to ``SHORT_CELLS`` past the
+    coarse outline) gets to it and its colour is within ``JOIN_SIGMAS`` spreads of the inside's."""
     d_in, d_out = _sq_dist(lab, inside.mean), _sq_dist(lab, outside.mean)
     sep = _sq_dist(inside.mean, outside.mean)
     spread_in, spread_out = inside.var + NOISE_FLOOR, outside.var + NOISE_FLOOR
@@ -232,7 +232,7 @@ def decide(lab: torch.Tensor, coarse: torch.Tensor, inside: SideStats, outside: 
 
 
 def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tensor, sure_out: torch.Tensor,
-                   need: torch.Tensor, radius: int, step: int, scale: int) -> torch.Tensor:
+                   need: torch.Tensor, radius: int, step: int, scale: int, short: int) -> torch.Tensor:
     lab = smoothed_lab(rgb)
     inside = _robust_stats(lab, sure_in, radius, step)
     outside = _robust_stats(lab, sure_out, radius, step)
@@ -242,7 +242,7 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
     steps = radius // 2
     reach_in, reach_out = _reach(torch.stack([sure_in, sure_out]), torch.stack([sure_out, sure_in]) | edge, steps,
                                  scale) & flat
-    reach_far = _reach(sure_in[None], (sure_out | edge)[None], 2 * steps, scale)[0] & flat
+    reach_far = _reach(sure_in[None], (sure_out | edge)[None], short, scale)[0] & flat
     work = _dilate_square(need, EDGE_REACH * scale)
     decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, reach_far, flat), sure_in)
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer;
