@@ -168,8 +168,9 @@ def test_a_step_one_can_just_see_stops_the_wall():
 
 def test_a_wall_drawn_thinner_than_it_is_grows_to_its_edge():
     """The coarse outline three pixels short of the wall's edge with a white molding: the strip
-    between them is reached from the wall's inside only across the band (no edge on the way) and
-    is the wall's colour, so it joins the wall (it stayed out: a pocket only ever left the mask)."""
+    between them is reached from the wall's inside only, within a cell past the coarse outline
+    (no edge on the way), and is the wall's colour, so it joins the wall (it stayed out: a pocket
+    only ever left the mask)."""
     rgb = plain_wall((720, 960), (200, 196, 186))
     rgb[:60] = plain_wall((60, 960), (244, 242, 236), seed=1)
     coarse = np.zeros((720, 960), bool)
@@ -180,11 +181,11 @@ def test_a_wall_drawn_thinner_than_it_is_grows_to_its_edge():
 
 
 def test_a_molding_a_faint_step_off_the_wall_does_not_join_it():
-    """A five-pixel molding 2.5 CIEDE2000 lighter than the wall (no edge: under the least step)
+    """A five-pixel molding 1.6 CIEDE2000 lighter than the wall (no edge: under the least step)
     between the wall and a dark door, the wall's coarse outline two pixels short of the molding:
     the molding and the strip are pockets (the door's edge keeps the outside off them) that the
-    inside reaches across the band; the strip joins the wall, the molding, more than one spread
-    off the wall's colour, does not."""
+    inside reaches; the strip joins the wall, the molding, more than one spread off the wall's
+    colour, does not (within three spreads, as a pixel of the inside may be, it would)."""
     rgb = plain_wall((720, 960), (200, 196, 186))
     rgb[:60] = plain_wall((60, 960), (206, 202, 193), seed=1)
     rgb[:55] = plain_wall((55, 960), (90, 70, 55), seed=2)
@@ -193,6 +194,22 @@ def test_a_molding_a_faint_step_off_the_wall_does_not_join_it():
     fitted = fit_mask(rgb, coarse)
     assert fitted[:59].mean() <= 0.01
     assert fitted[61:].mean() >= 0.999
+
+
+def test_a_pocket_joins_the_inside_only_within_a_cell_past_the_coarse_outline():
+    """A baseboard eight pixels tall in the wall's own colour (no step between them) above a dark
+    floor, the wall's coarse outline on their true border: the baseboard is a pocket the wall
+    reaches and the photo cannot tell from it. A mask falls short of its object by its
+    displacement, up to a cell (3.3 px here), so only the rows within a cell of the coarse
+    outline may join, not the band's whole two cells (the second is for masks running over)."""
+    rgb = plain_wall((720, 960), (200, 196, 186))
+    rgb[52:60] = plain_wall((8, 960), (200, 196, 186), seed=1)
+    rgb[:52] = plain_wall((52, 960), (90, 70, 55), seed=2)
+    coarse = np.zeros((720, 960), bool)
+    coarse[60:] = True
+    fitted = fit_mask(rgb, coarse)
+    assert fitted[:56].mean() <= 0.01
+    assert fitted[60:].all()
 
 
 def test_a_wall_brightening_towards_a_pole_it_surrounds_keeps_its_reach():
