@@ -34,7 +34,9 @@ turns it into a mask whose outline follows the photo:
      only near, the coarse mask and the colour rule decide (a thin object is all edge pixels),
      or, where the inside is too narrow for colour statistics of its own (a strip of floor
      between a lamp's base and a rug), whether its colour is nearer those flat pixels' than the
-     sure outside's mean.
+     sure outside's mean. With flat pixels of the outside only near it goes out, but where the
+     inside is that narrow (a lamp pole the coarse mask holds, all edge pixels) it stays as the
+     coarse mask has it when its colour is an outlier of those flat pixels'.
 4. A majority filter removes single-pixel speckle along the new outline, then step 1 again.
 
 The matte of the edits (engine/edits/blend.py) then anti-aliases along the same photo edges.
@@ -222,13 +224,17 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     # as the coarse mask and the colour rule have it: a crease in a wall stays in, while an object
     # narrower than the edge reach (a lamp pole, all edge pixels) is not handed to the wall.
     # Where the inside is too narrow for statistics of its own (no colour rule), the flat inside
-    # pixels near stand in for its colour against the sure outside's.
+    # pixels near stand in for its colour against the sure outside's, and an edge pixel with the
+    # outside's flat pixels only near (the border of a pole the coarse mask holds) stays as the
+    # coarse mask has it when it is unlike them.
     ridge = need & edge
     ys, xs = np.nonzero(ridge)
     (near_in, have_in_r), (near_out, have_out_r) = _sides_near(lab, flat, decided, ys, xs, EDGE_REACH, scale)
     lab_r = lab[ys, xs]
     nearer_in = _sq_dist(lab_r, near_in) < _sq_dist(lab_r, near_out)
-    one_side = np.where(have_out_r, False, (have_in_r & coarse[ys, xs]) | decided[ys, xs])
+    unlike_out = _sq_dist(lab_r, near_out) > OUTLIER_SIGMAS**2 * (var_out[ys, xs] + NOISE_FLOOR)
+    one_side = np.where(have_out_r, coarse[ys, xs] & unlike_out & ~have_in[ys, xs],
+                        (have_in_r & coarse[ys, xs]) | decided[ys, xs])
     stand_in = have_in_r & ~have_out_r & have_out[ys, xs] & ~have_in[ys, xs]
     one_side = np.where(stand_in, _sq_dist(lab_r, near_in) < _sq_dist(lab_r, mean_out[ys, xs]), one_side)
     decided[ys, xs] = np.where(have_in_r & have_out_r, nearer_in, one_side)

@@ -99,11 +99,11 @@ def _noisy(shape: tuple[int, int], colour: tuple[int, int, int], seed: int) -> n
 @pytest.mark.parametrize("device", DEVICES)
 def test_torch_fit_joins_pockets_and_keeps_the_lone_inside_reach_as_the_host(device):
     """A wall's coarse outline short of its edge (a white molding; a faint one before a dark
-    door), a wall brightening towards a pole it surrounds (no sure outside near) and a strip
-    too narrow for colour statistics of its own, its edge rows left out: the port changes the
-    host's pixels and gives the same ones, but where the brightening crosses a
-    colour threshold in every row (a few pixels in a hundred: the port's Lab is the host's
-    within hundredths of a unit)."""
+    door), a wall brightening towards a pole it surrounds (no sure outside near), a strip too
+    narrow for colour statistics of its own with its edge rows left out, a thin pole the coarse
+    mask holds: the port changes the host's pixels and gives the same ones, but where the
+    brightening crosses a colour threshold in every row (a few pixels in a hundred: the port's
+    Lab is the host's within hundredths of a unit)."""
     thin = _noisy((720, 960), (200, 196, 186), 0)
     thin[:60] = _noisy((60, 960), (244, 242, 236), 1)
     faint = _noisy((720, 960), (200, 196, 186), 0)
@@ -123,7 +123,11 @@ def test_torch_fit_joins_pockets_and_keeps_the_lone_inside_reach_as_the_host(dev
     strip[294:300], strip[314:320] = rims, rims[::-1]
     narrow = np.zeros((720, 960), bool)
     narrow[301:313] = True
-    for rgb, coarse in ((thin, short), (faint, short), (glow, gap), (strip, narrow)):
+    pole = _noisy((720, 960), (190, 185, 175), 0)
+    pole[:, 480:486] = np.array([150, 140, 125, 100, 75, 55], np.float64)[None, :, None]
+    held = np.zeros((720, 960), bool)
+    held[:, 479:487] = True
+    for rgb, coarse in ((thin, short), (faint, short), (glow, gap), (strip, narrow), (pole, held)):
         rgb = np.clip(rgb, 0, 255).astype(np.uint8)
         ours = host.fit_mask(rgb, coarse)
         theirs = device_fit.fit_mask(torch.from_numpy(rgb).to(device), torch.from_numpy(coarse).to(device))

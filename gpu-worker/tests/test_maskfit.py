@@ -151,6 +151,21 @@ def test_a_thin_shaded_pole_the_coarse_mask_left_out_stays_out():
     assert fitted[:, 470:480].all() and fitted[:, 486:496].all()
 
 
+
+def test_a_thin_shaded_pole_the_coarse_mask_holds_keeps_its_border():
+    """The same pole as the furniture's coarse mask, a pixel too wide each side: it is all edge
+    pixels, has no colour statistics of its own, and its border pixels have the wall's flat
+    pixels only near. They stay in, unlike the wall's colour (they went out, as an edge pixel
+    with only the outside's flat pixels near does), while the wall pixels the mask held go."""
+    rgb = plain_wall((720, 960), (190, 185, 175))
+    shade = np.array([150, 140, 125, 100, 75, 55], np.float64)
+    rgb[:, 480:486] = np.repeat(shade[None, :, None], 3, axis=2).astype(np.uint8)
+    coarse = np.zeros((720, 960), bool)
+    coarse[:, 479:487] = True
+    fitted = fit_mask(rgb, coarse)
+    assert fitted[:, 480:486].all()
+    assert not fitted[:, :479].any() and not fitted[:, 487:].any()
+
 def test_a_step_one_can_just_see_stops_the_wall():
     """A molding a little lighter than the wall (CIEDE2000 3.4): the wall's coarse mask,
     running a cell onto it, is pulled back to the step."""

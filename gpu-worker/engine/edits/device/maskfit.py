@@ -248,13 +248,16 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer;
     # with the inside's only, as the coarse mask and the colour rule have it (a thin pole stays out),
     # or, where the inside has no statistics of its own, by those flat pixels' colour against the
-    # sure outside's mean.
+    # sure outside's mean; with the outside's only, out, but where the inside has no statistics,
+    # as the coarse mask has it when unlike those flat pixels (a pole's border).
     (near_in, have_in), (near_out, have_out) = _sides_near(lab, flat, decided, EDGE_REACH, scale)
     ridge = need & edge & (have_in | have_out)
     stand_in = have_in & ~have_out & outside.have & ~inside.have
+    thin = ~have_in & have_out & ~inside.have
+    unlike_out = _sq_dist(lab, near_out) > OUTLIER_SIGMAS**2 * (outside.var + NOISE_FLOOR)
     nearer_in = torch.where(have_in & have_out, _sq_dist(lab, near_in) < _sq_dist(lab, near_out),
                             torch.where(stand_in, _sq_dist(lab, near_in) < _sq_dist(lab, outside.mean),
-                                        have_in & (coarse | decided)))
+                                        torch.where(thin, coarse & unlike_out, have_in & (coarse | decided))))
     return torch.where(ridge, nearer_in, decided)
 
 
