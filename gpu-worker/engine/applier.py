@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engine.actions import Before, Op, Tools, action_for
+from engine.actions import Before, Op, Span, Tools, action_for
 from engine.edits.backend import Backend, choose_backend
-from engine.edits.blend import composite, edge_band_px, max_reach_px, soft_matte, window_around
+from engine.edits.blend import UNSEEN_WEIGHT, composite, edge_band_px, max_reach_px, Window, soft_matte, window_around
 from engine.edits.remove import Inpainter
 from engine.edits.structure_fill import StructureInpainter
 
-__all__ = ["Edit", "apply_edits", "apply_edits_with", "edge_band_px", "max_reach_px"]
+__all__ = ["Edit", "apply_edits", "apply_edits_with", "edge_band_px", "edit_weights", "max_reach_px"]
 
 
 @dataclass(frozen=True)
@@ -52,16 +52,12 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
         if window is None:
             continue
         rgb = out[window.slices]
-        win_region = span.region[window.slices]
-        win_protect = protect[window.slices] if protect is not None else None
-        alpha = soft_matte(rgb, win_region, win_protect, band, anchor=region[window.slices], reach=span.reach)
-        if span.replaces:
-            alpha[region[window.slices]] = 1.0
+        before = Before(image[window.slices], None if filled is None else filled[window.slices])
+        alpha = edit_weights(span, window, rgb, before.photo, region, protect, band)
         if not (alpha > 0).any():
             continue
         tools = tools or Tools(backend or choose_backend(), inpainter or StructureInpainter())
-        before = Before(image[window.slices], None if filled is None else filled[window.slices])
-        edited = action.edit(edit.op, rgb, alpha, win_region, band, tools, before)
+        edited = action.edit(edit.op, rgb, alpha, span.region[window.slices], band, tools, before)
         composite(out, window, alpha, edited)
         if action.fills:
             filled = np.zeros(image.shape[:2], bool) if filled is None else filled
@@ -69,3 +65,18 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
     if protect is not None:  # already true by construction; absolute, and cheap as OpenCV's masked copy
         out = cv2.copyTo(image, np.ascontiguousarray(protect).view(np.uint8), out)
     return out
+
+
+def edit_weights(span: Span, window: Window, now: np.ndarray, photo: np.ndarray, region: np.ndarray,
+                 protect: np.ndarray | None, band: int) -> np.ndarray:
+    """The edit's weight per pixel of its window (float32 0..1; ``soft_matte``): ``now`` is the
+    window as the edits so far left it, ``photo`` the same window of the photo as taken,
+    ``region`` (full frame) the rule's own pixels. An edit that replaces its pixels decides them
+    on ``photo`` (``Span.replaces``)."""
+    slices = window.slices
+    alpha = soft_matte(photo if span.replaces else now, span.region[slices],
+                       None if protect is None else protect[slices], band, anchor=region[slices], reach=span.reach)
+    if span.replaces:
+        alpha[region[slices]] = 1.0
+        alpha[alpha < UNSEEN_WEIGHT] = 0.0
+    return alpha

@@ -62,8 +62,10 @@ class Span:
     region: np.ndarray
     reach: int
     pad: int
-    # the rule's own pixels weigh 1 whatever the matte says: an edit that replaces the object
-    # (remove) would otherwise leave a share of it in the pixels along its rim, a faint outline
+    # An edit that replaces the object (remove): the rule's own pixels weigh 1 whatever the matte
+    # says (a share of the object would otherwise stay along its rim, a faint outline), and what it
+    # replaces is decided on the photo as taken, not on the window as earlier edits left it: the
+    # hole it fills is then the same whichever editor (numpy or torch, a level apart) made them.
     replaces: bool = False
 
 

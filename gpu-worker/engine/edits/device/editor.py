@@ -16,9 +16,9 @@ import torch
 
 from engine.actions import Before
 from engine.applier import Edit
-from engine.edits.blend import edge_band_px
+from engine.edits.blend import UNSEEN_WEIGHT, edge_band_px
 from engine.edits.device.matte import soft_matte
-from engine.edits.device.registry import DeviceTools, device_action_for
+from engine.edits.device.registry import DeviceSpan, DeviceTools, device_action_for
 
 
 def on_device(mask: Any, device: torch.device) -> torch.Tensor:
@@ -52,6 +52,18 @@ def apply_on_device(image: np.ndarray, edits: Sequence[Edit], protect: Any, devi
         return out.cpu().numpy()
 
 
+def edit_weights(span: DeviceSpan, window: tuple[slice, slice], now: torch.Tensor, photo: torch.Tensor,
+                 region: torch.Tensor, protect: torch.Tensor | None, band: int) -> torch.Tensor:
+    """``engine.applier.edit_weights`` on the device: ``now`` and ``photo`` the window (H x W x 3
+    uint8), ``region`` and ``protect`` full frame."""
+    alpha = soft_matte((photo if span.replaces else now).permute(2, 0, 1), span.region[window],
+                       None if protect is None else protect[window], band, region[window], span.reach)
+    if span.replaces:
+        alpha = torch.where(region[window], 1.0, alpha)
+        alpha = torch.where(alpha < UNSEEN_WEIGHT, 0.0, alpha)
+    return alpha
+
+
 def _apply_one(out: torch.Tensor, original: torch.Tensor, filled: torch.Tensor, edit: Edit,
                protect: torch.Tensor | None, band: int, tools: DeviceTools) -> None:
     mask = on_device(edit.mask, out.device)
@@ -64,15 +76,12 @@ def _apply_one(out: torch.Tensor, original: torch.Tensor, filled: torch.Tensor, 
     if window is None:
         return
     rgb = out[window]
-    win_region = span.region[window]
-    win_protect = protect[window] if protect is not None else None
-    alpha = soft_matte(rgb.permute(2, 0, 1), win_region, win_protect, band, region[window], span.reach)
-    if span.replaces:
-        alpha = torch.where(region[window], 1.0, alpha)
+    photo = original[window]
+    alpha = edit_weights(span, window, rgb, photo, region, protect, band)
     touched = alpha > 0
     if not bool(touched.any()):
         return
-    edited = action.edit(edit.op, rgb, alpha, win_region, band, tools, Before(original[window], filled[window]))
+    edited = action.edit(edit.op, rgb, alpha, span.region[window], band, tools, Before(photo, filled[window]))
     base = rgb.float()
     blended = (base + (edited - base) * alpha[..., None] + 0.5).clamp(0, 255).to(torch.uint8)
     out[window] = torch.where(touched[..., None], blended, rgb)
