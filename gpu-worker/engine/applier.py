@@ -4,8 +4,9 @@
 the result of the previous ones. Each edit's effective region is its mask minus ``protect``; its
 action (engine/actions/) says which pixels it owns and how far its soft edge reaches, and the
 edit works on that region's bounding window only, with a soft image-aware matte at the border
-(engine/edits/blend.py). Every pixel whose weight is zero (protected pixels, and pixels farther
-than the soft-edge band from every region) is copied byte for byte from the input.
+(engine/edits/blend.py) taken from the photo as it came in. Every pixel whose weight is zero
+(protected pixels, and pixels farther than the soft-edge band from every region) is copied byte
+for byte from the input.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
             continue
         rgb = out[window.slices]
         before = Before(image[window.slices], None if filled is None else filled[window.slices])
-        alpha = edit_weights(span, window, rgb, before.photo, region, protect, band)
+        alpha = edit_weights(span, window, before.photo, region, protect, band)
         if not (alpha > 0).any():
             continue
         tools = tools or Tools(backend or choose_backend(), inpainter or StructureInpainter())
@@ -67,15 +68,16 @@ def apply_edits_with(image: np.ndarray, edits: Sequence[Edit], protect: np.ndarr
     return out
 
 
-def edit_weights(span: Span, window: Window, now: np.ndarray, photo: np.ndarray, region: np.ndarray,
-                 protect: np.ndarray | None, band: int) -> np.ndarray:
-    """The edit's weight per pixel of its window (float32 0..1; ``soft_matte``): ``now`` is the
-    window as the edits so far left it, ``photo`` the same window of the photo as taken,
-    ``region`` (full frame) the rule's own pixels. An edit that replaces its pixels decides them
-    on ``photo`` (``Span.replaces``)."""
+def edit_weights(span: Span, window: Window, photo: np.ndarray, region: np.ndarray, protect: np.ndarray | None,
+                 band: int) -> np.ndarray:
+    """The edit's weight per pixel of its window (float32 0..1; ``soft_matte``), decided on
+    ``photo``, the window of the photo as taken, not as the edits before it left it: how much of
+    a pixel belongs to a region is the scene's, and a weight taken from an earlier edit's result
+    would follow its rounding (the two editors, a level apart here and there, would then weigh
+    a far recolor's soft edge some levels apart). ``region`` (full frame): the rule's own pixels."""
     slices = window.slices
-    alpha = soft_matte(photo if span.replaces else now, span.region[slices],
-                       None if protect is None else protect[slices], band, anchor=region[slices], reach=span.reach)
+    alpha = soft_matte(photo, span.region[slices], None if protect is None else protect[slices], band,
+                       anchor=region[slices], reach=span.reach)
     if span.replaces:
         alpha[region[slices]] = 1.0
         alpha[alpha < UNSEEN_WEIGHT] = 0.0

@@ -13,7 +13,9 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.actions import ACTIONS, Action, Before, Tools, register
+from engine.actions.recolor import Recolor
 from engine.applier import Edit, apply_edits
+from devtools.scenes import render_room
 from engine.callback import RecordingCallbackSender
 from engine.edits.colour import LUMA
 from engine.errors import InvalidMessage
@@ -63,6 +65,36 @@ def grey(monkeypatch):
     action = GreyAction()
     monkeypatch.setitem(ACTIONS, action.name, action)
     return action
+
+
+class WeighedGrey(GreyAction):
+    """``GreyAction`` keeping the weights each of its edits was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: list[np.ndarray] = []
+
+    def edit(self, op, rgb, alpha, region, band, tools, before):
+        self.weights.append(alpha.copy())
+        return super().edit(op, rgb, alpha, region, band, tools, before)
+
+
+def test_an_edits_soft_edge_is_weighed_on_the_photo_not_on_the_edits_before_it(monkeypatch):
+    """The furniture's soft edge is the same whether the wall behind it was painted navy first
+    or not: how much of a pixel is furniture is the photo's to say. (Weighed on the painted wall, it
+    would follow the paint, and the two editors, whose paint is a level apart here and there,
+    would weigh it differently.)"""
+    weighed = WeighedGrey()
+    monkeypatch.setitem(ACTIONS, weighed.name, weighed)
+    rgb, masks = render_room(480, 360, seed=3)
+    navy = Recolor((20, 30, 80))
+    alone = apply_edits(rgb, [Edit(Grey(1.0), masks["Furniture"])], None)
+    after_paint = apply_edits(rgb, [Edit(navy, masks["Wall"]), Edit(Grey(1.0), masks["Furniture"])], None)
+    first, second = weighed.weights
+    assert np.array_equal(first, second)
+    soft = (first > 0) & (first < 1)
+    assert soft.sum() > 100  # the furniture's outline against the wall has a soft edge to compare
+    assert not np.array_equal(alone, after_paint)
 
 
 def test_the_built_in_actions_are_registered_from_their_modules():

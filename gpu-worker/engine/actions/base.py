@@ -63,9 +63,9 @@ class Span:
     reach: int
     pad: int
     # An edit that replaces the object (remove): the rule's own pixels weigh 1 whatever the matte
-    # says (a share of the object would otherwise stay along its rim, a faint outline), and what it
-    # replaces is decided on the photo as taken, not on the window as earlier edits left it: the
-    # hole it fills is then the same whichever editor (numpy or torch, a level apart) made them.
+    # says (a share of the object would otherwise stay along its rim, a faint outline), and weights
+    # too small to move a pixel by a level are dropped, so the hole it fills holds only pixels it
+    # may change and does not hang on float bits either side of 0.
     replaces: bool = False
 
 

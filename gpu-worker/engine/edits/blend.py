@@ -331,8 +331,7 @@ def composite(out: np.ndarray, window: Window, alpha: np.ndarray, edited: np.nda
 
 
 # A weight below this cannot move a pixel by a level (the edited value and the pixel differ by at
-# most 255); an edit that replaces its pixels drops such weights, so its hole holds only pixels it
-# may change and does not hang on float bits either side of 0.
+# most 255); an edit that replaces its pixels drops such weights (``Span.replaces``).
 UNSEEN_WEIGHT = 0.5 / 255
 
 COMPOSITE_PIXELS = 1 << 19  # touched pixels per band, on average

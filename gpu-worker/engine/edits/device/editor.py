@@ -52,12 +52,12 @@ def apply_on_device(image: np.ndarray, edits: Sequence[Edit], protect: Any, devi
         return out.cpu().numpy()
 
 
-def edit_weights(span: DeviceSpan, window: tuple[slice, slice], now: torch.Tensor, photo: torch.Tensor,
-                 region: torch.Tensor, protect: torch.Tensor | None, band: int) -> torch.Tensor:
-    """``engine.applier.edit_weights`` on the device: ``now`` and ``photo`` the window (H x W x 3
-    uint8), ``region`` and ``protect`` full frame."""
-    alpha = soft_matte((photo if span.replaces else now).permute(2, 0, 1), span.region[window],
-                       None if protect is None else protect[window], band, region[window], span.reach)
+def edit_weights(span: DeviceSpan, window: tuple[slice, slice], photo: torch.Tensor, region: torch.Tensor,
+                 protect: torch.Tensor | None, band: int) -> torch.Tensor:
+    """``engine.applier.edit_weights`` on the device: ``photo`` the window (H x W x 3 uint8),
+    ``region`` and ``protect`` full frame."""
+    alpha = soft_matte(photo.permute(2, 0, 1), span.region[window], None if protect is None else protect[window],
+                       band, region[window], span.reach)
     if span.replaces:
         alpha = torch.where(region[window], 1.0, alpha)
         alpha = torch.where(alpha < UNSEEN_WEIGHT, 0.0, alpha)
@@ -77,7 +77,7 @@ def _apply_one(out: torch.Tensor, original: torch.Tensor, filled: torch.Tensor, 
         return
     rgb = out[window]
     photo = original[window]
-    alpha = edit_weights(span, window, rgb, photo, region, protect, band)
+    alpha = edit_weights(span, window, photo, region, protect, band)
     touched = alpha > 0
     if not bool(touched.any()):
         return
