@@ -15,7 +15,8 @@ from engine.settings import Settings
 from scripts import contract_tables
 
 REPO = contract_tables.REPO
-DOCS = [REPO / "README.md", REPO / "CHANGELOG.md", REPO / "docs" / "DEPLOY.md", REPO / "docs" / "CONTRACT.md"]
+DOCS = [REPO / "README.md", REPO / "CHANGELOG.md", REPO / "docs" / "DEPLOY.md", REPO / "docs" / "CONTRACT.md",
+        REPO / "docs" / "BENCHMARKS.md", REPO / "docs" / "QUALITY.md"]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 WORK_LOG = re.compile(r"\b(this|previous|last|earlier|next) (stop|session)\b|\bre-measured\b|\bnot measured again\b", re.I)
 
