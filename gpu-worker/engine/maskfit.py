@@ -21,9 +21,14 @@ turns it into a mask whose outline follows the photo:
      outside is near (a wall brightening towards a lamp pole it surrounds);
    - reached from both (no edge between the sides): by colour - inside when nearer the inside
      mean than the outside one and within ``OUTLIER_SIGMAS`` spreads of the inside mean; where
-     the sides do not differ by ``SEPARATION`` spreads, the coarse mask is kept;
+     the sides do not differ by ``SEPARATION`` spreads, the coarse mask is kept, and so it is
+     where the flat pixels just beside the pixel that one side only reaches, this side's and
+     that side's, differ by less than the least visible step (``2 * EDGE_MIN``): the sides'
+     means are taken a band away, and a surface shading into the border (a ceiling darkening
+     into its corner with the crown molding) looks there more like the other side's mean;
    - reached from neither, a pocket between edges (a white frame between a wall and a door, a
-     molding, a third colour): colour may only take it out of the coarse mask. It joins the
+     molding, a third colour): colour may only take it out of the coarse mask, and not where the
+     sides just beside it look alike as above. It joins the
      inside only where the inside reaches it without crossing an edge within ``SHORT_CELLS``
      past the coarse outline and its colour is within ``JOIN_SIGMAS`` spreads of the inside's
      (a wall drawn a third of a cell thin: the strip between the coarse outline and the wall's
@@ -199,7 +204,15 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     spread_in, spread_out = var_in[work] + NOISE_FLOOR, var_out[work] + NOISE_FLOOR
     both_sides = have_in[work] & have_out[work]
     like_inside = d_in <= OUTLIER_SIGMAS**2 * spread_in
-    told_apart = both_sides & (_sq_dist(mi, mo) > SEPARATION**2 * (spread_in + spread_out))
+    # The sides' means are taken over sure pixels a band or more away. Where a surface shades
+    # towards the border (a ceiling darkening into its corner with the crown molding), its pixels
+    # beside the border look less like that mean than like the other side's, though the photo
+    # shows no step there. So colour decides only where the flat pixels just this side and just
+    # that side (reached from one side only) differ by at least the least visible step.
+    (near_in, have_near_in), (near_out, have_near_out) = _sides_near(lab, reach_in ^ reach_out, reach_in,
+                                                                     *np.nonzero(work), EDGE_REACH, scale)
+    alike_here = have_near_in & have_near_out & (_sq_dist(near_in, near_out) < (2 * EDGE_MIN) ** 2)
+    told_apart = both_sides & (_sq_dist(mi, mo) > SEPARATION**2 * (spread_in + spread_out)) & ~alike_here
     by_colour = (d_in < d_out) & like_inside
     coarse_w = coarse[work]
     # with no sure-outside pixels near (a mask reaching the frame's edge), only the outlier test
@@ -208,15 +221,17 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     # Reached from one side only without crossing an edge: that side (the inside's reach also
     # where no sure outside is near). From both (no edge between the sides): by colour. From
     # neither, a pocket between edges (a frame, a molding): colour may only take pixels out of
-    # the coarse mask; it adds only what the inside reaches within a cell past the coarse outline
-    # and is the inside's colour within its own spread (a molding a faint step off the wall is not).
+    # the coarse mask, where the sides just beside it differ; it adds only what the inside reaches
+    # within a cell past the coarse outline and is the inside's colour within its own spread (a
+    # molding a faint step off the wall is not).
     flat_w, in_w, out_w = flat[work], reach_in[work], reach_out[work]
     unreached = flat_w & ~in_w & ~out_w & have_in[work]
     pocket = unreached & have_out[work]
     joins = reach_far[work] & (d_in <= JOIN_SIGMAS**2 * spread_in) & ((d_in < d_out) | ~have_out[work])
     decided = sure_in.copy()
     decided[work] = np.where(flat_w & (in_w ^ out_w) & (both_sides | in_w), in_w,
-                             np.where(unreached, np.where(pocket, coarse_w & by_colour, colour_rule) | joins,
+                             np.where(unreached,
+                                      np.where(pocket, coarse_w & (by_colour | alike_here), colour_rule) | joins,
                                       colour_rule))
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is
     # nearer: the outline runs through the middle of the step (a white frame's first pixel is

@@ -26,6 +26,7 @@ from engine.rules import Plan, PlannedRule
 from engine.segmenter import ConceptMasks, Instance, instances_from_union
 from presets import PRESETS
 from scripts.mask_quality import ROOM_PROTECT
+from tests.test_maskfit import ceiling_shading_into_its_corner
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 INTERIOR = PRESETS["interior"]
@@ -133,6 +134,18 @@ def test_torch_fit_joins_pockets_and_keeps_the_lone_inside_reach_as_the_host(dev
         theirs = device_fit.fit_mask(torch.from_numpy(rgb).to(device), torch.from_numpy(coarse).to(device))
         changed = int((ours ^ coarse).sum())
         assert changed > 300 and (ours ^ theirs.cpu().numpy()).sum() <= max(5, 0.03 * changed)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_fit_keeps_a_shaded_ceilings_outline_as_the_host(device):
+    """A ceiling shading into its corner with a molding of its corner colour (no step): where
+    the flat pixels just either side look alike, the port keeps the coarse outline as the host
+    does (both took one pixel in two off the ceiling along the border)."""
+    rgb, ceiling = ceiling_shading_into_its_corner()
+    ours = host.fit_mask(rgb, ceiling)
+    theirs = device_fit.fit_mask(torch.from_numpy(rgb).to(device), torch.from_numpy(ceiling).to(device)).cpu().numpy()
+    assert (ceiling & ~theirs)[:, 200:760].sum() <= 0.15 * 560 and not (theirs & ~ceiling).any()
+    assert (ours ^ theirs).sum() <= 5
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -244,6 +244,34 @@ def test_a_wall_brightening_towards_a_pole_it_surrounds_keeps_its_reach():
     assert fitted[:, 455:468].mean() >= 0.999 and fitted[:, 487:500].mean() >= 0.999
     assert not fitted[:, 474:481].any()
 
+def ceiling_shading_into_its_corner(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A ceiling darkening by up to 30% towards its corner with a crown molding twelve pixels
+    tall in the colour the ceiling has at the corner (no step between them), a darker wall
+    below; the border runs at a slope of one pixel in two (a side wall's). The photo and the
+    ceiling's exact mask."""
+    yy, xx = np.mgrid[0:720, 0:960].astype(np.float64)
+    depth = 300 + 0.5 * (xx - 480) - yy  # rows into the ceiling
+    ceiling = np.array([224, 222, 216], np.float64)
+    rgb = ceiling * (1 - 0.3 * np.exp(-np.clip(depth, 0, None) / 20))[..., None]
+    rgb[depth <= 0] = ceiling * 0.7
+    rgb[depth <= -12] = (150, 140, 128)
+    rgb = np.clip(rgb + np.random.default_rng(seed).normal(0, 1.5, rgb.shape), 0, 255).astype(np.uint8)
+    return rgb, depth > 0
+
+
+def test_a_ceiling_shading_into_its_corner_keeps_its_outline_where_the_photo_shows_no_step():
+    """The ceiling's coarse outline on the true one: the ceiling beside the corner is nearer the
+    outside's mean colour (molding and wall) than the inside's, taken a band away where the
+    ceiling is bright, yet the photo shows no step there. The fit keeps the outline (it took one
+    pixel in two off the ceiling along the whole border)."""
+    for seed in range(2):
+        rgb, ceiling = ceiling_shading_into_its_corner(seed)
+        fitted = fit_mask(rgb, ceiling)
+        middle = slice(200, 760)
+        assert (ceiling & ~fitted)[:, middle].sum() <= 0.15 * 560
+        assert not (fitted & ~ceiling).any()
+
+
 def test_an_edge_pixel_of_a_strip_too_narrow_for_statistics_goes_with_its_colour():
     """A strip of light floor 14 px wide between two dark objects with rough rims (all edge
     pixels, six wide): the strip has no sure inside near (no colour rule), the coarse mask leaves

@@ -206,20 +206,23 @@ class SideStats:
 
 
 def decide(lab: torch.Tensor, coarse: torch.Tensor, inside: SideStats, outside: SideStats, reach_in: torch.Tensor,
-           reach_out: torch.Tensor, reach_far: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+           reach_out: torch.Tensor, reach_far: torch.Tensor, flat: torch.Tensor,
+           alike_here: torch.Tensor) -> torch.Tensor:
     """Inside or not, per pixel (``maskfit._decide``'s rule before its edge pixels): a flat pixel
     reached from one sure side only goes with it (from the inside also with no sure outside
     near); reached from both, by colour (nearer the inside colour and no outlier of it, where the
     sides differ enough; the coarse mask elsewhere, or with no sure outside near, the coarse mask
-    minus the inside's outliers); a pocket reached from neither may only leave the coarse mask,
-    but joins the inside where ``reach_far`` (the inside's reach to ``SHORT_CELLS`` past the
-    coarse outline) gets to it and its colour is within ``JOIN_SIGMAS`` spreads of the inside's."""
+    minus the inside's outliers, and where ``alike_here``: the flat pixels just beside it that one
+    side only reaches differ by less than the least visible step); a pocket reached from neither
+    may only leave the coarse mask (not where ``alike_here``), but joins the inside where
+    ``reach_far`` (the inside's reach to ``SHORT_CELLS`` past the coarse outline) gets to it and
+    its colour is within ``JOIN_SIGMAS`` spreads of the inside's."""
     d_in, d_out = _sq_dist(lab, inside.mean), _sq_dist(lab, outside.mean)
     sep = _sq_dist(inside.mean, outside.mean)
     spread_in, spread_out = inside.var + NOISE_FLOOR, outside.var + NOISE_FLOOR
     both_sides = inside.have & outside.have
     like_inside = d_in <= OUTLIER_SIGMAS**2 * spread_in
-    told_apart = both_sides & (sep > SEPARATION**2 * (spread_in + spread_out))
+    told_apart = both_sides & (sep > SEPARATION**2 * (spread_in + spread_out)) & ~alike_here
     by_colour = (d_in < d_out) & like_inside
     only_inside = inside.have & ~outside.have
     colour_rule = torch.where(told_apart, by_colour, torch.where(only_inside, coarse & like_inside, coarse))
@@ -227,7 +230,8 @@ def decide(lab: torch.Tensor, coarse: torch.Tensor, inside: SideStats, outside: 
     pocket = unreached & outside.have
     joins = reach_far & (d_in <= JOIN_SIGMAS**2 * spread_in) & ((d_in < d_out) | ~outside.have)
     return torch.where(flat & (reach_in ^ reach_out) & (both_sides | reach_in), reach_in,
-                       torch.where(unreached, torch.where(pocket, coarse & by_colour, colour_rule) | joins,
+                       torch.where(unreached,
+                                   torch.where(pocket, coarse & (by_colour | alike_here), colour_rule) | joins,
                                    colour_rule))
 
 
@@ -244,7 +248,10 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
                                  scale) & flat
     reach_far = _reach(sure_in[None], (sure_out | edge)[None], short, scale)[0] & flat
     work = _dilate_square(need, EDGE_REACH * scale)
-    decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, reach_far, flat), sure_in)
+    (near_in, have_in), (near_out, have_out) = _sides_near(lab, reach_in ^ reach_out, reach_in, EDGE_REACH, scale)
+    alike_here = have_in & have_out & (_sq_dist(near_in, near_out) < (2 * EDGE_MIN) ** 2)
+    decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, reach_far, flat, alike_here),
+                          sure_in)
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer;
     # with the inside's only, as the coarse mask and the colour rule have it (a thin pole stays out),
     # or, where the inside has no statistics of its own, by those flat pixels' colour against the
