@@ -209,9 +209,9 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     # beside the border look less like that mean than like the other side's, though the photo
     # shows no step there. So colour decides only where the flat pixels just this side and just
     # that side (reached from one side only) differ by at least the least visible step.
-    (near_in, have_near_in), (near_out, have_near_out) = _sides_near(lab, reach_in ^ reach_out, reach_in,
-                                                                     *np.nonzero(work), EDGE_REACH, scale)
-    alike_here = have_near_in & have_near_out & (_sq_dist(near_in, near_out) < (2 * EDGE_MIN) ** 2)
+    (beside_in, any_in), (beside_out, any_out) = _sides_near(lab, reach_in ^ reach_out, reach_in, *np.nonzero(work),
+                                                             EDGE_REACH, scale)
+    alike_here = any_in & any_out & (_sq_dist(beside_in, beside_out) < (2 * EDGE_MIN) ** 2)
     told_apart = both_sides & (_sq_dist(mi, mo) > SEPARATION**2 * (spread_in + spread_out)) & ~alike_here
     by_colour = (d_in < d_out) & like_inside
     coarse_w = coarse[work]

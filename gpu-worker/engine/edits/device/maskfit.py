@@ -248,8 +248,9 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
                                  scale) & flat
     reach_far = _reach(sure_in[None], (sure_out | edge)[None], short, scale)[0] & flat
     work = _dilate_square(need, EDGE_REACH * scale)
-    (near_in, have_in), (near_out, have_out) = _sides_near(lab, reach_in ^ reach_out, reach_in, EDGE_REACH, scale)
-    alike_here = have_in & have_out & (_sq_dist(near_in, near_out) < (2 * EDGE_MIN) ** 2)
+    # the flat pixels beside each pixel that one side only reaches: do the sides differ there?
+    (beside_in, any_in), (beside_out, any_out) = _sides_near(lab, reach_in ^ reach_out, reach_in, EDGE_REACH, scale)
+    alike_here = any_in & any_out & (_sq_dist(beside_in, beside_out) < (2 * EDGE_MIN) ** 2)
     decided = torch.where(work, decide(lab, coarse, inside, outside, reach_in, reach_out, reach_far, flat, alike_here),
                           sure_in)
     # An edge pixel goes with the side whose flat pixels just across the edge its colour is nearer;
