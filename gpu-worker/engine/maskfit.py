@@ -28,9 +28,9 @@ turns it into a mask whose outline follows the photo:
      into its corner with the crown molding) looks there more like the other side's mean;
    - reached from neither, a pocket between edges (a white frame between a wall and a door, a
      molding, a third colour): colour may only take it out of the coarse mask, and not where the
-     sides just beside it look alike as above. It joins the
-     inside only where the inside reaches it without crossing an edge within ``SHORT_CELLS``
-     past the coarse outline and its colour is within ``JOIN_SIGMAS`` spreads of the inside's
+     sides just beside it look alike as above. It joins the inside only where the inside reaches
+     it without crossing an edge within ``SHORT_CELLS`` past the coarse outline and its colour
+     is within ``JOIN_SIGMAS`` spreads of the inside's
      (a wall drawn a third of a cell thin: the strip between the coarse outline and the wall's
      edge). A molding a barely visible step from the wall differs from it by more than that,
      though its step is no edge;
