@@ -6,9 +6,10 @@ is filled along the direction in which those lines continue across the hole:
 
 1. For each of ``directions`` orientations, every hole pixel looks both ways along that
    orientation to the first known pixel on each side (a rotated copy of the window, scanned row
-   by row). The orientation whose two ends agree best (smoothed colours, a small cost per pixel
-   of gap) is the one a line crossing the hole follows; the costs are smoothed over a few pixels
-   first so that neighbouring pixels agree on it.
+   by row). The orientation whose two ends agree best (their smoothed colours across the
+   crossing, ``ends_mismatch``, and a small cost per pixel of gap) is the one a line crossing the
+   hole follows; the costs are smoothed over a few pixels first so that neighbouring pixels
+   agree on it.
 2. The fill's low frequencies are the two ends' smoothed colours interpolated by distance along
    that orientation: a plank joint, a baseboard edge, a wall's shading ramp go straight through.
 3. Its texture (the image minus its smoothed copy) is copied at full resolution from just beyond
@@ -132,6 +133,29 @@ def _at(image: np.ndarray, inverse: np.ndarray, cols: np.ndarray, rows: np.ndarr
     x = np.rint(inverse[0, 0] * cols + inverse[0, 1] * rows + inverse[0, 2]).astype(np.int32)
     y = np.rint(inverse[1, 0] * cols + inverse[1, 1] * rows + inverse[1, 2]).astype(np.int32)
     return image[np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)]
+
+
+# the share of two ends' mean colour difference counted beside their profiles' (a light or
+# shadow the object cast on one side shifts the mean, not the profile)
+OFFSET_WEIGHT = 0.25
+
+
+def ends_mismatch(decide_on: np.ndarray, inverse: np.ndarray, end_l: np.ndarray, end_r: np.ndarray,
+                  row: np.ndarray, beside: int) -> np.ndarray:
+    """How far a crossing's two ends disagree, from their colours on the crossing's row and the
+    rows ``beside`` either side of it on the rotated canvas: the squared distance between the two
+    ends' profiles across the crossing (each less its mean) plus a share ``OFFSET_WEIGHT`` of the
+    squared distance between the means. A line the crossing follows shows the same profile at
+    both ends even where the object lit one side (a lamp brightening the wall beside it); a
+    crossing slid along the baseboard's edge until that light is matched does not."""
+    d = [_at(decide_on, inverse, end_l, row + offset) - _at(decide_on, inverse, end_r, row + offset)
+         for offset in (0, -beside, beside)]
+    mean = (d[0] + d[1] + d[2]) / 3
+    total = np.zeros(row.shape, np.float64)
+    for part in d:
+        e = part - mean
+        total += e[:, 0] * e[:, 0] + e[:, 1] * e[:, 1] + e[:, 2] * e[:, 2]
+    return total / 3 + OFFSET_WEIGHT * (mean[:, 0] * mean[:, 0] + mean[:, 1] * mean[:, 1] + mean[:, 2] * mean[:, 2])
 
 
 _CHUNK = 1 << 18  # hole pixels whose crossings are evaluated at a time
@@ -276,6 +300,7 @@ class StructureInpainter:
         angles = self._angles(grain, coherence)
         plane = np.zeros((h, w), np.float64)
         per_span = self.gap_cost / unit  # a product, not a quotient, in every implementation
+        beside = int(round(2 * self.smooth_sigma))
         for index, angle in enumerate(angles):
             m, size = _rotation((h, w), angle)
             inverse = cv2.invertAffineTransform(m)
@@ -285,8 +310,7 @@ class StructureInpainter:
             for part in _chunks(n):  # the crossings' costs, at their hole pixels
                 dl, dr, has_l, has_r, both, span = _crossing(lc[part], rc[part], rx[part])
                 end_l, end_r, row = np.maximum(lc[part], 0), np.minimum(rc[part], size[0] - 1), ry[part]
-                d = _at(decide_on, inverse, end_l, row) - _at(decide_on, inverse, end_r, row)
-                mismatch = np.where(both, d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2],
+                mismatch = np.where(both, ends_mismatch(decide_on, inverse, end_l, end_r, row, beside),
                                     np.where(has_l | has_r, self.one_sided_cost, _NO_CROSSING))
                 mismatch = np.where(span <= longest, mismatch, _NO_CROSSING)  # long crossings are the fallback's
                 shortest[part] = np.minimum(shortest[part], np.where(both, span, np.float32(np.inf)))

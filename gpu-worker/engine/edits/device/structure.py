@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from engine.edits.colour import LUMA
 from engine.edits.device import ops
-from engine.edits.structure_fill import (_BAND, _CHAMFER, _FAR, _NO_CROSSING, StructureInpainter, _rotation,
-                                         dyadic_gaussian, thin_threshold)
+from engine.edits.structure_fill import (_BAND, _CHAMFER, _FAR, _NO_CROSSING, OFFSET_WEIGHT, StructureInpainter,
+                                         _rotation, dyadic_gaussian, thin_threshold)
 
 if TYPE_CHECKING:
     from engine.edits.device.fill import DeviceFill
@@ -169,6 +169,19 @@ def _at(image: torch.Tensor, inverse: np.ndarray, cols: torch.Tensor, rows: torc
     return image[y.clamp(0, h - 1), x.clamp(0, w - 1)]
 
 
+def _ends_mismatch(decide_on: torch.Tensor, inverse: np.ndarray, end_l: torch.Tensor, end_r: torch.Tensor,
+                   row: torch.Tensor, beside: int) -> torch.Tensor:
+    """``structure_fill.ends_mismatch``, the same operations in the same order."""
+    d = [_at(decide_on, inverse, end_l, row + offset) - _at(decide_on, inverse, end_r, row + offset)
+         for offset in (0, -beside, beside)]
+    mean = (d[0] + d[1] + d[2]) / 3
+    total = torch.zeros(row.shape, dtype=torch.float64, device=row.device)
+    for part in d:
+        e = part - mean
+        total = total + (e[:, 0] * e[:, 0] + e[:, 1] * e[:, 1] + e[:, 2] * e[:, 2])
+    return total / 3 + OFFSET_WEIGHT * (mean[:, 0] * mean[:, 0] + mean[:, 1] * mean[:, 1] + mean[:, 2] * mean[:, 2])
+
+
 def _rotated_rows(known: torch.Tensor, inverse: np.ndarray, rows: torch.Tensor, width: int) -> torch.Tensor:
     """``structure_fill.rotated_rows``."""
     h, w = known.shape
@@ -305,6 +318,7 @@ class DeviceStructureFill:
         plane = torch.zeros((h, w), dtype=torch.float64, device=device)
         yd, xd = ys.double(), xs.double()
         per_span = p.gap_cost / unit
+        beside = int(round(2 * p.smooth_sigma))
         for index, angle in enumerate(angles):
             m, size = _rotation((h, w), angle)
             inverse = cv2.invertAffineTransform(m)
@@ -319,9 +333,8 @@ class DeviceStructureFill:
             t = torch.where(both, dl / (dl + dr).clamp_min(1), 0.0)[:, None]
             il, ir = _at(smooth, inverse, end_l, ry), _at(smooth, inverse, end_r, ry)
             value = torch.where(both[:, None], il * (1 - t) + ir * t, torch.where(has_l[:, None], il, ir))
-            d = _at(decide_on, inverse, end_l, ry) - _at(decide_on, inverse, end_r, ry)
             one_sided = torch.where(has_l | has_r, p.one_sided_cost, _NO_CROSSING).double()
-            mismatch = torch.where(both, d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2], one_sided)
+            mismatch = torch.where(both, _ends_mismatch(decide_on, inverse, end_l, end_r, ry, beside), one_sided)
             mismatch = torch.where(span <= longest, mismatch, _NO_CROSSING)
             shortest = torch.minimum(shortest, torch.where(both, span, math.inf))
             plane[ys, xs] = torch.round(mismatch + span.double() * per_span)
