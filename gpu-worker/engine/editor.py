@@ -30,9 +30,9 @@ from engine.segmenter import Segmentation
 # of the photo: the photo, its original and the result (uint8), masks, the fit's band planes, the
 # window's matte and guided-filter planes, the per-pixel kernels' bands (float32) and the
 # structure fill's exact decision planes. Measured with torch on the CPU, four edits on 65% masks
-# at 12 MP: 437 bytes a pixel before the structure fill's memory cut, 126 after it (edits alone,
-# bench/results/device_edits_*). Held at the higher figure until the whole slot, the device mask
-# fit included, is measured on a GPU.
+# at 12 MP: 437 bytes a pixel before the structure fill's memory cut, 126 after it; the mask fit
+# of the same job's concepts 195 (bench/results/device_edits_12mp_*). Held at the higher figure
+# until the slot is measured on a GPU, whose allocator keeps what it freed cached.
 DEVICE_BYTES_PER_PIXEL = 448
 
 
