@@ -19,7 +19,8 @@ import numpy as np
 
 from engine.actions import Before, Op, Span, Tools, action_for
 from engine.edits.backend import Backend, choose_backend
-from engine.edits.blend import UNSEEN_WEIGHT, composite, edge_band_px, max_reach_px, Window, soft_matte, window_around
+from engine.edits.blend import (UNSEEN_WEIGHT, Window, composite, edge_band_px, max_reach_px, soft_matte,
+                                window_around)
 from engine.edits.remove import Inpainter
 from engine.edits.structure_fill import StructureInpainter
 

@@ -74,8 +74,8 @@ def test_the_choices_building_blocks_give_the_numpy_bits(device):
         cols = rng.integers(0, size[0], (2, 500)).astype(np.int32)
         lines = rng.integers(0, size[1], 500).astype(np.int32)
         ours = structure_fill.ends_mismatch(decide_on, inverse, cols[0], cols[1], lines, 3)
-        theirs = structure._ends_mismatch(torch.from_numpy(decide_on).to(device), inverse,
-                                          *(torch.from_numpy(v).long().to(device) for v in (cols[0], cols[1], lines)), 3)
+        ends = (torch.from_numpy(v).long().to(device) for v in (cols[0], cols[1], lines))
+        theirs = structure._ends_mismatch(torch.from_numpy(decide_on).to(device), inverse, *ends, 3)
         assert np.array_equal(ours, theirs.cpu().numpy())
     values = rng.random(1001)
     assert structure._percentile(torch.from_numpy(values), 84) == float(np.percentile(values, 84))

@@ -67,7 +67,8 @@ def test_no_light_bump_above_the_baseboard_where_the_pole_was(lamp_removed):
     cols = np.flatnonzero(regions["baseboard"][top + 2])
 
     def step(img: np.ndarray) -> float:  # the 4 rows above the edge against rows 6 to 12 above it
-        return float(img[top - 4:top][:, cols].astype(float).mean() - img[top - 12:top - 6][:, cols].astype(float).mean())
+        near, above = img[top - 4:top][:, cols], img[top - 12:top - 6][:, cols]
+        return float(near.astype(float).mean() - above.astype(float).mean())
 
     assert abs(step(ours) - step(truth)) < 1.0, (step(ours), step(truth))
 
