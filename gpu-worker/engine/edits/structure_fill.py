@@ -201,7 +201,7 @@ class StructureInpainter:
 
     def __init__(self, directions: int = 16, fallback: Inpainter | None = None, gap_cost: float = 120.0,
                  smooth_sigma: float = 1.5, wide_gap: float = 0.025, one_sided_cost: float = 400.0,
-                 grain_cost: float = 1500.0, tensor_sigma: float = 0.012) -> None:
+                 grain_cost: float = 1500.0, tensor_sigma: float = 0.012, wide_match: float = 100.0) -> None:
         self.directions = directions
         self.fallback = fallback if fallback is not None else PatchInpainter()
         self.gap_cost = gap_cost  # per 1 % of the window's long side of crossing, in squared 8-bit levels
@@ -211,6 +211,8 @@ class StructureInpainter:
         self.one_sided_cost = one_sided_cost
         self.grain_cost = grain_cost  # crossing a coherent grain at right angles, in squared levels
         self.tensor_sigma = tensor_sigma  # the grain's neighbourhood, a share of the window's long side
+        # a wide part is filled by its crossings where their median cost is at most this (squared levels)
+        self.wide_match = wide_match
 
     def inpaint(self, rgb: np.ndarray, hole: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
         if not hole.any():
@@ -225,29 +227,56 @@ class StructureInpainter:
         square = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
         thin = hole & (cv2.dilate(depth, square) <= thin_threshold(wide))
         ys, xs = np.nonzero(hole)
-        blend = np.ones(ys.size, np.float32)
         out = rgb.copy()
+        weight = np.ones(hole.shape, np.float32)  # the share of the wide fill or the fallback
         if thin.any():
-            values, gap = self._fill_thin(rgb, hole, thin, wide, guide)
+            values, gap, _ = self._fill_thin(rgb, hole, thin, wide, guide)
             ty, tx = np.nonzero(thin)
             out[ty, tx] = np.clip(values + 0.5, 0, 255).astype(np.uint8)
-            weight = np.ones(hole.shape, np.float32)
             weight[ty, tx] = np.clip((gap - wide) / max(0.5 * wide, 1.0), 0.0, 1.0)
-            blend = weight[ys, xs]
-            del weight
+        rest = hole & (weight > 0)
+        blend = weight[ys, xs]
+        del weight
         if (blend > 0).any():
-            base = self.fallback.inpaint(rgb, hole, guide)[ys, xs].astype(np.float32)
+            # what the thin fill leaves, wholly or in part, is filled part by part along its own
+            # crossings where they agree, by the fallback elsewhere
+            base, crossed = self._fill_wide(rgb, hole, rest, wide, guide)
+            missing = (blend > 0) & ~crossed
+            if missing.any():
+                base[missing] = self.fallback.inpaint(rgb, hole, guide)[ys[missing], xs[missing]]
             mixed = out[ys, xs].astype(np.float32) * (1 - blend[:, None]) + base * blend[:, None]
             out[ys, xs] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         return out
 
-    def _fill_thin(self, rgb: np.ndarray, hole: np.ndarray, thin: np.ndarray, wide: float,
+    def _fill_wide(self, rgb: np.ndarray, hole: np.ndarray, rest: np.ndarray, wide: float,
                    guide: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Directional fill of the ``thin`` pixels (row-major order) and their crossings' lengths,
-        computed on the part of the window their crossings can reach."""
+        """Directional fill (float32) of the hole pixels (row-major order) in each connected part
+        of ``rest`` whose crossings' median cost is at most ``wide_match``, where they have two
+        ends, and whether it was made there."""
+        n = int(hole.sum())
+        fill = np.zeros((n, 3), np.float32)
+        crossed = np.zeros(n, bool)
+        count, parts = cv2.connectedComponents(rest.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        labels = parts[hole]
+        for label in range(1, count):
+            values, _, cost = self._fill_thin(rgb, hole, parts == label, wide, guide, wide_part=True)
+            if np.median(cost) > self.wide_match:
+                continue  # its ends disagree: no line runs through it
+            at = np.flatnonzero(labels == label)[cost < self.one_sided_cost]  # one end or none: fallback
+            fill[at] = values[cost < self.one_sided_cost]
+            crossed[at] = True
+        return fill, crossed
+
+    def _fill_thin(self, rgb: np.ndarray, hole: np.ndarray, thin: np.ndarray, wide: float,
+                   guide: np.ndarray | None, wide_part: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Directional fill of the ``thin`` pixels (row-major order), their crossings' lengths and
+        the chosen crossings' costs, computed on the part of the window their crossings can reach.
+        ``wide_part``: crossings of any length with no cost per pixel of gap, texture mirrored
+        across the nearer end."""
         h, w = hole.shape
-        margin = int(math.ceil(2.0 * wide)) + 4
         rows, cols = np.flatnonzero(thin.any(axis=1)), np.flatnonzero(thin.any(axis=0))
+        margin = int(math.ceil(2.0 * wide)) + 4
         y0, y1 = max(0, rows[0] - margin), min(h, rows[-1] + margin + 1)
         x0, x1 = max(0, cols[0] - margin), min(w, cols[-1] + margin + 1)
         window = rgb[y0:y1, x0:x1]
@@ -257,6 +286,7 @@ class StructureInpainter:
         decide_on = _smooth(window if same else guide[y0:y1, x0:x1], known, self.smooth_sigma)
         # the grain first: the colours' smoothed copy is not needed for it
         grain = self._grain(decide_on, known, *np.nonzero(query), 0.01 * max(h, w))
+        angles = self._angles(*grain)
         smooth = decide_on if same else _smooth(window, known, self.smooth_sigma)
         # texture (the window minus its smoothed copy, read where needed) is copied from pixels
         # clear of the hole's rim (whose detail is the object's edge, not the surface's grain),
@@ -265,21 +295,24 @@ class StructureInpainter:
         ring = source & cv2.dilate(query.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
         limit = 2.0 * float(np.percentile(np.abs(window[ring] - smooth[ring]), 84)) if ring.any() else 0.0
         del ring
-        fill, shift_y, shift_x, gap, edge = self._directional(smooth, decide_on, known, query, grain,
-                                                              0.01 * max(h, w), 1.5 * wide, window)
+        fill, shift_y, shift_x, gap, edge, cost = self._directional(
+            smooth, decide_on, known, query, grain, angles, 0.01 * max(h, w),
+            math.inf if wide_part else 1.5 * wide, 0.0 if wide_part else self.gap_cost, window, wide_part)
         ys, xs = np.nonzero(query)
-        sy = np.clip(np.rint(ys + shift_y).astype(np.int32), 0, known.shape[0] - 1)
-        sx = np.clip(np.rint(xs + shift_x).astype(np.int32), 0, known.shape[1] - 1)
+        sy, sx = np.rint(ys + shift_y).astype(np.int32), np.rint(xs + shift_x).astype(np.int32)
+        inside = (sy >= 0) & (sy < known.shape[0]) & (sx >= 0) & (sx < known.shape[1])
+        sy, sx = np.where(inside, sy, 0), np.where(inside, sx, 0)
         detail = window[sy, sx] - smooth[sy, sx]
         # a line as sharp as the smoothing (the pixel row where a baseboard meets the floor) shows
         # as detail: where both ends of the crossing show that much, it is let through
         bound = np.maximum(limit, edge)
-        texture = np.where(source[sy, sx][:, None], np.clip(detail, -bound, bound), 0.0)
-        return fill + texture, gap
+        texture = np.where((inside & source[sy, sx])[:, None], np.clip(detail, -bound, bound), 0.0)
+        return fill + texture, gap, cost
 
     def _directional(self, smooth: np.ndarray, decide_on: np.ndarray, known: np.ndarray, hole: np.ndarray,
-                     grain_around: tuple[np.ndarray, np.ndarray], unit: float, longest: float, window: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                     grain_around: tuple[np.ndarray, np.ndarray], angles: list[float], unit: float,
+                     longest: float, gap_cost: float, window: np.ndarray, mirror: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per hole pixel: the interpolated smoothed colour along the best orientation, the
         texture source's offset (y, x), the length of the shortest crossing through it (how
         thin the hole is there, whichever orientation the lines take), and per channel the detail
@@ -297,9 +330,8 @@ class StructureInpainter:
         shortest = np.full(n, np.inf, np.float32)
         sigma = max(1.0, 1.5 * self.smooth_sigma)
         grain, coherence = grain_around  # _grain's, at the hole pixels
-        angles = self._angles(grain, coherence)
         plane = np.zeros((h, w), np.float64)
-        per_span = self.gap_cost / unit  # a product, not a quotient, in every implementation
+        per_span = gap_cost / unit  # a product, not a quotient, in every implementation
         beside = int(round(2 * self.smooth_sigma))
         for index, angle in enumerate(angles):
             m, size = _rotation((h, w), angle)
@@ -332,7 +364,10 @@ class StructureInpainter:
                 from_left = has_l & ((dl <= dr) | ~has_r)
                 best_cost[at] = cost[better]
                 best_fill[at] = np.where(both[:, None], il * (1 - t) + ir * t, np.where(has_l[:, None], il, ir))
-                best_shift[at] = np.where(both, np.where(from_left, -width, width),
+                # mirrored across the nearer end where the crossing is long: shifted by the
+                # width, the source would lie as far beyond it, off a line a degree off its course
+                beyond = np.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror else np.where(from_left, -width, width)
+                best_shift[at] = np.where(both, beyond,
                                           np.where(has_l, -2 * dl + 1, 2 * dr - 1))
                 best_index[at] = index
                 el = _at(window, inverse, end_l, ry[at]) - il
@@ -341,7 +376,7 @@ class StructureInpainter:
             del blurred
         sines = np.array([math.sin(a) for a in angles])[best_index]
         cosines = np.array([math.cos(a) for a in angles])[best_index]
-        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge
+        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge, best_cost
 
     def _angles(self, grain: np.ndarray, coherence: np.ndarray) -> list[float]:
         """Evenly spaced orientations, plus the hole's dominant grain exactly (plank joints seen in
