@@ -250,24 +250,49 @@ class DeviceStructureFill:
         wide = self.inpainter.wide_gap * max(hole.shape)
         thin = thin_part(hole, wide)
         ys, xs = hole.nonzero().unbind(1)
-        blend = torch.ones(ys.numel(), dtype=torch.float32, device=rgb.device)
         out = rgb.clone()
+        weight = torch.ones(hole.shape, dtype=torch.float32, device=rgb.device)
         if bool(thin.any()):
-            values, gap = self._fill_thin(rgb, hole, thin, wide, guide)
+            values, gap, _ = self._fill_thin(rgb, hole, thin, wide, guide)
             ty, tx = thin.nonzero().unbind(1)
             out[ty, tx] = (values + 0.5).clamp(0, 255).to(torch.uint8)
-            weight = torch.ones(hole.shape, dtype=torch.float32, device=rgb.device)
             weight[ty, tx] = ((gap - wide) / max(0.5 * wide, 1.0)).clamp(0.0, 1.0)
-            blend = weight[ys, xs]
-            del weight
+        rest = hole & (weight > 0)
+        blend = weight[ys, xs]
+        del weight
         if bool((blend > 0).any()):
-            base = self.fallback(rgb, hole, guide)[ys, xs].float()
+            base, crossed = self._fill_wide(rgb, hole, rest, wide, guide)
+            missing = (blend > 0) & ~crossed
+            if bool(missing.any()):
+                base[missing] = self.fallback(rgb, hole, guide)[ys[missing], xs[missing]].float()
             mixed = out[ys, xs].float() * (1 - blend[:, None]) + base * blend[:, None]
             out[ys, xs] = (mixed + 0.5).clamp(0, 255).to(torch.uint8)
         return out
 
-    def _fill_thin(self, rgb: torch.Tensor, hole: torch.Tensor, thin: torch.Tensor, wide: float,
+    def _fill_wide(self, rgb: torch.Tensor, hole: torch.Tensor, rest: torch.Tensor, wide: float,
                    guide: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``StructureInpainter._fill_wide``; the parts are labelled on the host (cv2), the
+        crossings found on the device."""
+        p = self.inpainter
+        n = int(hole.sum())
+        fill = torch.zeros((n, 3), dtype=torch.float32, device=rgb.device)
+        crossed = torch.zeros(n, dtype=torch.bool, device=rgb.device)
+        count, parts = cv2.connectedComponents(rest.cpu().numpy().astype(np.uint8), connectivity=8,
+                                               ltype=cv2.CV_32S)
+        parts = torch.from_numpy(parts).to(rgb.device)
+        labels = parts[hole]
+        for label in range(1, count):
+            values, _, cost = self._fill_thin(rgb, hole, parts == label, wide, guide, wide_part=True)
+            if float(np.median(cost.cpu().numpy())) > p.wide_match:
+                continue
+            two = cost < p.one_sided_cost
+            at = (labels == label).nonzero()[:, 0][two]
+            fill[at] = values[two].float()
+            crossed[at] = True
+        return fill, crossed
+
+    def _fill_thin(self, rgb: torch.Tensor, hole: torch.Tensor, thin: torch.Tensor, wide: float,
+                   guide: torch.Tensor, wide_part: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = self.inpainter
         h, w = hole.shape
         margin = int(math.ceil(2.0 * wide)) + 4
@@ -286,20 +311,23 @@ class DeviceStructureFill:
         ring = source & dilate_square(query, 12)
         limit = 2.0 * _percentile((window[ring].double() - smooth[ring]).abs(), 84) if bool(ring.any()) else 0.0
         del ring
-        fill, shift_y, shift_x, gap, edge = self._directional(smooth, decide_on, known, query, grain,
-                                                              0.01 * max(h, w), 1.5 * wide, window)
+        fill, shift_y, shift_x, gap, edge, cost = self._directional(
+            smooth, decide_on, known, query, grain, 0.01 * max(h, w), math.inf if wide_part else 1.5 * wide,
+            0.0 if wide_part else p.gap_cost, window, wide_part)
         ys, xs = query.nonzero().unbind(1)
-        sy = torch.round(ys.double() + shift_y).long().clamp(0, known.shape[0] - 1)
-        sx = torch.round(xs.double() + shift_x).long().clamp(0, known.shape[1] - 1)
+        sy, sx = torch.round(ys.double() + shift_y).long(), torch.round(xs.double() + shift_x).long()
+        inside = (sy >= 0) & (sy < known.shape[0]) & (sx >= 0) & (sx < known.shape[1])
+        sy, sx = torch.where(inside, sy, 0), torch.where(inside, sx, 0)
         detail = window[sy, sx].double() - smooth[sy, sx]
         bound = edge.clamp_min(limit)
-        texture = torch.where(source[sy, sx][:, None], torch.maximum(torch.minimum(detail, bound), -bound), 0.0)
-        return fill + texture, gap
+        texture = torch.where((inside & source[sy, sx])[:, None], torch.maximum(torch.minimum(detail, bound), -bound),
+                              0.0)
+        return fill + texture, gap, cost
 
     def _directional(self, smooth: torch.Tensor, decide_on: torch.Tensor, known: torch.Tensor, hole: torch.Tensor,
                      grain_around: tuple[torch.Tensor, torch.Tensor], unit: float, longest: float,
-                     window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                    torch.Tensor]:
+                     gap_cost: float, window: torch.Tensor, mirror: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``StructureInpainter._directional``."""
         p = self.inpainter
         device = hole.device
@@ -317,7 +345,7 @@ class DeviceStructureFill:
         angles = p._angles(grain.cpu().numpy(), coherence.cpu().numpy())
         plane = torch.zeros((h, w), dtype=torch.float64, device=device)
         yd, xd = ys.double(), xs.double()
-        per_span = p.gap_cost / unit
+        per_span = gap_cost / unit
         beside = int(round(2 * p.smooth_sigma))
         for index, angle in enumerate(angles):
             m, size = _rotation((h, w), angle)
@@ -345,7 +373,8 @@ class DeviceStructureFill:
                 continue
             width = (rc - lc - 1).float()
             from_left = has_l & ((dl <= dr) | ~has_r)
-            shift = torch.where(both, torch.where(from_left, -width, width),
+            beyond = torch.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror else torch.where(from_left, -width, width)
+            shift = torch.where(both, beyond,
                                 torch.where(has_l, -2 * dl + 1, 2 * dr - 1))
             best_cost = torch.where(better, cost, best_cost)
             best_fill = torch.where(better[:, None], value, best_fill)
@@ -357,7 +386,7 @@ class DeviceStructureFill:
             best_edge = torch.where(better[:, None], edge, best_edge)
         sines = torch.tensor([math.sin(a) for a in angles], dtype=torch.float64, device=device)[best_index]
         cosines = torch.tensor([math.cos(a) for a in angles], dtype=torch.float64, device=device)[best_index]
-        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge
+        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge, best_cost
 
     def _grain(self, smooth: torch.Tensor, known: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, unit: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
