@@ -234,7 +234,7 @@ class StructureInpainter:
             ty, tx = np.nonzero(thin)
             out[ty, tx] = np.clip(values + 0.5, 0, 255).astype(np.uint8)
             weight[ty, tx] = np.clip((gap - wide) / max(0.5 * wide, 1.0), 0.0, 1.0)
-        rest = hole & (weight > 0)
+        rest = hole & ~thin
         blend = weight[ys, xs]
         del weight
         if (blend > 0).any():
@@ -262,8 +262,9 @@ class StructureInpainter:
             values, _, cost = self._fill_thin(rgb, hole, parts == label, wide, guide, wide_part=True)
             if np.median(cost) > self.wide_match:
                 continue  # its ends disagree: no line runs through it
-            at = np.flatnonzero(labels == label)[cost < self.one_sided_cost]  # one end or none: fallback
-            fill[at] = values[cost < self.one_sided_cost]
+            two = np.isfinite(cost)  # one end or none: the fallback's
+            at = np.flatnonzero(labels == label)[two]
+            fill[at] = values[two]
             crossed[at] = True
         return fill, crossed
 
@@ -286,7 +287,10 @@ class StructureInpainter:
         decide_on = _smooth(window if same else guide[y0:y1, x0:x1], known, self.smooth_sigma)
         # the grain first: the colours' smoothed copy is not needed for it
         grain = self._grain(decide_on, known, *np.nonzero(query), 0.01 * max(h, w))
-        angles = self._angles(*grain)
+        angles = self._angles(*grain, grain_only=wide_part)
+        if not angles:  # a wide part without a coherent grain: no line to continue
+            n = int(query.sum())
+            return np.zeros((n, 3)), np.full(n, np.inf, np.float32), np.full(n, np.inf)
         smooth = decide_on if same else _smooth(window, known, self.smooth_sigma)
         # texture (the window minus its smoothed copy, read where needed) is copied from pixels
         # clear of the hole's rim (whose detail is the object's edge, not the surface's grain),
@@ -297,7 +301,8 @@ class StructureInpainter:
         del ring
         fill, shift_y, shift_x, gap, edge, cost = self._directional(
             smooth, decide_on, known, query, grain, angles, 0.01 * max(h, w),
-            math.inf if wide_part else 1.5 * wide, 0.0 if wide_part else self.gap_cost, window, wide_part)
+            math.inf if wide_part else 1.5 * wide, 0.0 if wide_part else self.gap_cost, window, wide_part,
+            ~query if wide_part else None, wide)
         ys, xs = np.nonzero(query)
         sy, sx = np.rint(ys + shift_y).astype(np.int32), np.rint(xs + shift_x).astype(np.int32)
         inside = (sy >= 0) & (sy < known.shape[0]) & (sx >= 0) & (sx < known.shape[1])
@@ -311,7 +316,8 @@ class StructureInpainter:
 
     def _directional(self, smooth: np.ndarray, decide_on: np.ndarray, known: np.ndarray, hole: np.ndarray,
                      grain_around: tuple[np.ndarray, np.ndarray], angles: list[float], unit: float,
-                     longest: float, gap_cost: float, window: np.ndarray, mirror: bool = False
+                     longest: float, gap_cost: float, window: np.ndarray, mirror: bool = False,
+                     stop: np.ndarray | None = None, beyond: float = 0.0
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per hole pixel: the interpolated smoothed colour along the best orientation, the
         texture source's offset (y, x), the length of the shortest crossing through it (how
@@ -326,6 +332,7 @@ class StructureInpainter:
         best_fill = np.zeros((n, 3), np.float64)
         best_shift = np.zeros(n, np.float32)
         best_index = np.zeros(n, np.int8)
+        best_two = np.zeros(n, bool)
         best_edge = np.zeros((n, 3), np.float64)
         shortest = np.full(n, np.inf, np.float32)
         sigma = max(1.0, 1.5 * self.smooth_sigma)
@@ -339,6 +346,9 @@ class StructureInpainter:
             rx = np.clip(np.rint(m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(np.int32), 0, size[0] - 1)
             ry = np.clip(np.rint(m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(np.int32), 0, size[1] - 1)
             lc, rc = crossing_ends(known, inverse, rx, ry, size[0])
+            if stop is not None:  # an end reached along the hole's other parts (down a pole) is none
+                sl, sr = crossing_ends(stop, inverse, rx, ry, size[0])
+                lc, rc = np.where(sl - lc <= beyond, lc, -1), np.where(rc - sr <= beyond, rc, _FAR)
             for part in _chunks(n):  # the crossings' costs, at their hole pixels
                 dl, dr, has_l, has_r, both, span = _crossing(lc[part], rc[part], rx[part])
                 end_l, end_r, row = np.maximum(lc[part], 0), np.minimum(rc[part], size[0] - 1), ry[part]
@@ -366,23 +376,27 @@ class StructureInpainter:
                 best_fill[at] = np.where(both[:, None], il * (1 - t) + ir * t, np.where(has_l[:, None], il, ir))
                 # mirrored across the nearer end where the crossing is long: shifted by the
                 # width, the source would lie as far beyond it, off a line a degree off its course
-                beyond = np.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror else np.where(from_left, -width, width)
-                best_shift[at] = np.where(both, beyond,
+                across = np.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror else np.where(from_left, -width, width)
+                best_shift[at] = np.where(both, across,
                                           np.where(has_l, -2 * dl + 1, 2 * dr - 1))
                 best_index[at] = index
+                best_two[at] = both
                 el = _at(window, inverse, end_l, ry[at]) - il
                 er = _at(window, inverse, end_r, ry[at]) - ir
                 best_edge[at] = np.where(both[:, None] & (el * er > 0), np.minimum(np.abs(el), np.abs(er)), 0.0)
             del blurred
         sines = np.array([math.sin(a) for a in angles])[best_index]
         cosines = np.array([math.cos(a) for a in angles])[best_index]
-        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge, best_cost
+        two_ended = np.where(best_two, best_cost, np.inf)
+        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge, two_ended
 
-    def _angles(self, grain: np.ndarray, coherence: np.ndarray) -> list[float]:
+    def _angles(self, grain: np.ndarray, coherence: np.ndarray, grain_only: bool = False) -> list[float]:
         """Evenly spaced orientations, plus the hole's dominant grain exactly (plank joints seen in
         perspective rarely fall on an even step, and a long crossing off by a few degrees misses
-        its line by pixels)."""
-        angles = [math.pi * k / self.directions for k in range(self.directions)]
+        its line by pixels); ``grain_only``: the dominant grain's orientations alone (none where
+        there is no coherent grain)."""
+        even = [math.pi * k / self.directions for k in range(self.directions)]
+        angles = [] if grain_only else list(even)
         bins = 90
         weights = np.where(coherence > 0.5, coherence, 0.0)
         hist = np.bincount((np.mod(grain, math.pi) / math.pi * bins).astype(int) % bins, weights, bins)
@@ -392,7 +406,9 @@ class StructureInpainter:
             if hist[b] < 0.1 * hist.sum() or hist[b] < max(hist[(b - 1) % bins], hist[(b + 1) % bins]):
                 continue
             peak = (b + 0.5) * math.pi / bins
-            if min(abs((peak - a + math.pi / 2) % math.pi - math.pi / 2) for a in angles) > 0.15 * step:
+            if grain_only:  # joints in perspective fan out about it
+                angles += [(peak + k * step / 4) % math.pi for k in (0, -1, 1, -2, 2)]
+            elif min(abs((peak - a + math.pi / 2) % math.pi - math.pi / 2) for a in even) > 0.15 * step:
                 angles.append(peak)
         return angles
 
