@@ -27,7 +27,7 @@ from engine.edits.device.registry import DeviceTools, device_action_for
 from engine.edits.remove import PatchInpainter
 from engine.edits.structure_fill import StructureInpainter
 from tests.test_device_edits import ACTIONS, DEVICES, SCENES, TARGETS
-from tests.test_structure_fill import two_poles
+from tests.test_structure_fill import cornered_wall, two_poles
 
 INPAINTERS = {"structure": StructureInpainter, "patch": PatchInpainter}
 
@@ -213,3 +213,20 @@ def test_the_fill_scanned_in_bands_and_costed_in_chunks_is_the_whole_windows(sce
     banded = fills()
     assert (whole[0] != rgb).any(axis=2).sum() > 500
     assert np.array_equal(banded[0], whole[0]) and np.array_equal(banded[1], whole[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_wide_part_crossed_along_its_grain_matches_numpy(device):
+    """A shade on a wall with a corner, its pole down to the floor: the shade is a wide part
+    filled along the corner's grain, the pole's foot and the pixels above its top the fallback's."""
+    rgb = cornered_wall()
+    rgb[600:] = (90, 60, 40)
+    hole = np.zeros(rgb.shape[:2], bool)
+    hole[150:330, 420:600] = True
+    hole[330:700, 505:517] = True
+    ip = StructureInpainter()
+    wide = ip.wide_gap * max(hole.shape)
+    thin = structure.thin_part(torch.from_numpy(hole), wide).numpy()
+    values, _, cost = ip._fill_thin(rgb, hole, hole & ~thin, wide, None, wide_part=True)
+    assert np.median(cost) <= ip.wide_match and np.isfinite(cost).mean() > 0.9  # the wide fill is used
+    _compare(rgb, [Edit(ACTIONS["remove"], hole)], np.zeros(hole.shape, bool), "structure", device)

@@ -210,3 +210,53 @@ def test_a_wide_fill_has_no_blocks(inpainter):
     blocks = d - cv2.GaussianBlur(d, (0, 0), 6.0)  # steps between neighbouring copies, a few pixels across
     assert np.percentile(np.abs(blocks[inner]), 99) < 2.0
     assert np.array_equal(out[~hole], truth[~hole])
+
+
+def cornered_wall(seed: int = 0) -> np.ndarray:
+    """The lit wall with a corner down it (a coherent vertical grain): what a lamp's shade hides."""
+    img = glowing_wall(seed)
+    img[:, 500:] = np.clip(img[:, 500:].astype(np.int16) + 12, 0, 255).astype(np.uint8)
+    return img
+
+
+def test_a_plain_wall_gets_no_streaks_through_a_wide_hole():
+    """A shade taller than the window's margin: crossings along the corner are long, and texture
+    taken a crossing's width beyond its end lay outside the window, clamped to its border row: one
+    pixel repeated down each column, vertical streaks. Mirrored across the nearer end, and none
+    from outside the window, the fill's detail has the wall's own column-to-column spread."""
+    truth = cornered_wall()
+    hole = np.zeros((H, W), bool)
+    hole[150:330, 420:600] = True
+    out = StructureInpainter().inpaint(truth, hole)
+    inner = cv2.erode(hole.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    rows, cols = np.flatnonzero(inner.any(axis=1)), np.flatnonzero(inner.any(axis=0))
+    luma = np.float32([0.299, 0.587, 0.114])
+
+    def streaks(img: np.ndarray) -> float:  # column means of the fine detail, apart from their neighbours'
+        a = img.astype(np.float32) @ luma
+        means = (a - cv2.GaussianBlur(a, (0, 0), 3.0))[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].mean(axis=0)
+        return float(np.abs(means[1:-1] - 0.5 * (means[:-2] + means[2:])).std())
+
+    # the truth's own 0.65; the fill clamped to the window's border row 0.87, the exemplar fill 0.23
+    assert streaks(out) < streaks(truth), (streaks(out), streaks(truth))
+    assert np.array_equal(out[~hole], truth[~hole])
+
+
+def test_a_wide_part_is_crossed_along_its_grain_only_between_its_own_ends():
+    """The shade's crossings along the corner do not run on down the pole to the floor: an end
+    reached along another part of the hole is none, and pixels left with one end (above the pole's
+    top) get the fallback, not one end's colour drawn down."""
+    truth = cornered_wall()
+    hole = np.zeros((H, W), bool)
+    hole[150:330, 420:600] = True  # the shade
+    hole[330:700, 505:517] = True  # the pole, down to a floor of another colour
+    truth[600:] = (90, 60, 40)
+    ip = StructureInpainter()
+    out = ip.inpaint(truth, hole)
+    above_pole = np.zeros_like(hole)
+    above_pole[290:330, 495:527] = True
+    diff = np.abs(out[above_pole].astype(np.float32) - truth[above_pole].astype(np.float32)).mean()
+    assert diff < 6.0, diff
+    angles = ip._angles(np.full(50, 1.2), np.full(50, 0.9), grain_only=True)
+    assert len(angles) == 5 and abs(angles[0] - 1.2) < math.pi / 90
+    assert ip._angles(np.full(50, 1.2), np.full(50, 0.2), grain_only=True) == []

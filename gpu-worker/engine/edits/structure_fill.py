@@ -18,10 +18,22 @@ is filled along the direction in which those lines continue across the hole:
 
 Crossings are only looked for up to 1.5 ``wide_gap`` (a share of the window's long side). Where
 the hole is wide, its shortest crossing longer than ``wide_gap`` (a lamp's shade, a table top, a
-lamp's base seen from above), two ends say little about what lies between them, and the exemplar
-fill (``PatchInpainter``) is used, blended in over the next half ``wide_gap`` of width.
+lamp's base seen from above), each connected wide part is crossed again (``_fill_wide``), along
+its surroundings' coherent grain only (the dominant orientation and a fan of +-5.6 degrees about
+it, as joints in perspective spread; none where there is no coherent grain), with crossings of
+any length and no cost per pixel of gap, and an end reached along more than ``wide_gap`` of the
+hole's other parts (a shade's crossing running on down its pole to the floor) counts as none.
+Where the part's median cost is at most ``wide_match``, its pixels with two ends take that fill
+(plank joints run on under a lamp's base); the others, and parts whose ends disagree, take the
+exemplar fill (``PatchInpainter``), which is also blended into the thin fill over the next half
+``wide_gap`` of width. A wide part's texture is mirrored across the nearer end rather than
+shifted by the crossing's width: over a long crossing that source lies far off, outside the
+window (where it was once clamped to the window's border row, one pixel repeated down each
+column of a plain wall: streaks), or off its line by a fraction of a degree (a joint's edge
+copied beside it). Texture whose source falls outside the window is none.
 
-The choices above are discrete (thin or wide, which orientation, which extra angles), and the
+The choices above are discrete (thin or wide, which orientation, which extra angles, the wide
+parts and whether each is crossed), and the
 torch version (engine/edits/device/structure.py) must make the same ones. So they are computed
 where any order of arithmetic gives the same bits: the smoothed colours and the costs are
 float64 blurs of integers by Gaussian taps rounded to multiples of 2^-12 (exact in any order),
@@ -405,6 +417,8 @@ class StructureInpainter:
         for b in np.argsort(hist)[::-1][:3]:
             if hist[b] < 0.1 * hist.sum() or hist[b] < max(hist[(b - 1) % bins], hist[(b + 1) % bins]):
                 continue
+            if grain_only and hist[b] <= 0:
+                break
             peak = (b + 0.5) * math.pi / bins
             if grain_only:  # joints in perspective fan out about it
                 angles += [(peak + k * step / 4) % math.pi for k in (0, -1, 1, -2, 2)]

@@ -4,8 +4,10 @@ Everything that scales with the photo runs here: which parts of the hole are thi
 threshold, as binary dilations), the smoothed colours and texture, the grain around the hole,
 and, for every orientation, the rotated scan for each hole pixel's two ends and the blurred
 cost of crossing there. Only the histogram that picks the extra orientations (one number per
-hole pixel, two vectors) goes to the host, to the numpy code itself. The wide parts go to the
-device version of the fallback.
+hole pixel, two vectors) goes to the host, to the numpy code itself. The wide parts are labelled
+on the host (``cv2.connectedComponents``; torch has no connected components, and the mask of the
+wide parts is small next to the photo), each part's crossings found here, their median cost
+taken on the host; what they leave goes to the device version of the fallback.
 
 The discrete choices come out as on the numpy path because they are computed where the order
 of arithmetic cannot matter (see structure_fill's docstring): exact float64 blurs of integers,
@@ -257,7 +259,7 @@ class DeviceStructureFill:
             ty, tx = thin.nonzero().unbind(1)
             out[ty, tx] = (values + 0.5).clamp(0, 255).to(torch.uint8)
             weight[ty, tx] = ((gap - wide) / max(0.5 * wide, 1.0)).clamp(0.0, 1.0)
-        rest = hole & (weight > 0)
+        rest = hole & ~thin
         blend = weight[ys, xs]
         del weight
         if bool((blend > 0).any()):
@@ -285,7 +287,7 @@ class DeviceStructureFill:
             values, _, cost = self._fill_thin(rgb, hole, parts == label, wide, guide, wide_part=True)
             if float(np.median(cost.cpu().numpy())) > p.wide_match:
                 continue
-            two = cost < p.one_sided_cost
+            two = torch.isfinite(cost)
             at = (labels == label).nonzero()[:, 0][two]
             fill[at] = values[two].float()
             crossed[at] = True
@@ -306,14 +308,20 @@ class DeviceStructureFill:
         same = guide is rgb or torch.equal(window_guide, window)
         decide_on = _smooth(window if same else window_guide, known, p.smooth_sigma)
         grain = self._grain(decide_on, known, *query.nonzero().unbind(1), 0.01 * max(h, w))
+        angles = p._angles(grain[0].cpu().numpy(), grain[1].cpu().numpy(), grain_only=wide_part)
+        if not angles:
+            n = int(query.sum())
+            return (torch.zeros((n, 3), dtype=torch.float64, device=rgb.device),
+                    torch.full((n,), math.inf, dtype=torch.float32, device=rgb.device),
+                    torch.full((n,), math.inf, dtype=torch.float64, device=rgb.device))
         smooth = decide_on if same else _smooth(window, known, p.smooth_sigma)
         source = _erode5(known)  # the texture (window - smooth) is read only where needed
         ring = source & dilate_square(query, 12)
         limit = 2.0 * _percentile((window[ring].double() - smooth[ring]).abs(), 84) if bool(ring.any()) else 0.0
         del ring
         fill, shift_y, shift_x, gap, edge, cost = self._directional(
-            smooth, decide_on, known, query, grain, 0.01 * max(h, w), math.inf if wide_part else 1.5 * wide,
-            0.0 if wide_part else p.gap_cost, window, wide_part)
+            smooth, decide_on, known, query, grain, angles, 0.01 * max(h, w), math.inf if wide_part else 1.5 * wide,
+            0.0 if wide_part else p.gap_cost, window, wide_part, ~query if wide_part else None, wide)
         ys, xs = query.nonzero().unbind(1)
         sy, sx = torch.round(ys.double() + shift_y).long(), torch.round(xs.double() + shift_x).long()
         inside = (sy >= 0) & (sy < known.shape[0]) & (sx >= 0) & (sx < known.shape[1])
@@ -325,8 +333,9 @@ class DeviceStructureFill:
         return fill + texture, gap, cost
 
     def _directional(self, smooth: torch.Tensor, decide_on: torch.Tensor, known: torch.Tensor, hole: torch.Tensor,
-                     grain_around: tuple[torch.Tensor, torch.Tensor], unit: float, longest: float,
-                     gap_cost: float, window: torch.Tensor, mirror: bool = False
+                     grain_around: tuple[torch.Tensor, torch.Tensor], angles: list[float], unit: float,
+                     longest: float, gap_cost: float, window: torch.Tensor, mirror: bool = False,
+                     stop: torch.Tensor | None = None, beyond: float = 0.0
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``StructureInpainter._directional``."""
         p = self.inpainter
@@ -338,11 +347,11 @@ class DeviceStructureFill:
         best_fill = torch.zeros((n, 3), dtype=torch.float64, device=device)
         best_shift = torch.zeros(n, dtype=torch.float32, device=device)
         best_index = torch.zeros(n, dtype=torch.long, device=device)
+        best_two = torch.zeros(n, dtype=torch.bool, device=device)
         best_edge = torch.zeros((n, 3), dtype=torch.float64, device=device)
         shortest = torch.full((n,), math.inf, dtype=torch.float32, device=device)
         sigma = max(1.0, 1.5 * p.smooth_sigma)
         grain, coherence = grain_around
-        angles = p._angles(grain.cpu().numpy(), coherence.cpu().numpy())
         plane = torch.zeros((h, w), dtype=torch.float64, device=device)
         yd, xd = ys.double(), xs.double()
         per_span = gap_cost / unit
@@ -353,6 +362,9 @@ class DeviceStructureFill:
             rx = torch.round(float(m[0, 0]) * xd + float(m[0, 1]) * yd + float(m[0, 2])).long().clamp(0, size[0] - 1)
             ry = torch.round(float(m[1, 0]) * xd + float(m[1, 1]) * yd + float(m[1, 2])).long().clamp(0, size[1] - 1)
             lc, rc = _crossing_ends(known, inverse, rx, ry, size[0])
+            if stop is not None:
+                sl, sr = _crossing_ends(stop, inverse, rx, ry, size[0])
+                lc, rc = torch.where(sl - lc <= beyond, lc, -1), torch.where(rc - sr <= beyond, rc, _FAR)
             has_l, has_r = lc >= 0, rc < _FAR
             end_l, end_r = lc.clamp_min(0), rc.clamp_max(size[0] - 1)
             dl, dr = (rx - lc).float(), (rc - rx).float()
@@ -373,20 +385,22 @@ class DeviceStructureFill:
                 continue
             width = (rc - lc - 1).float()
             from_left = has_l & ((dl <= dr) | ~has_r)
-            beyond = torch.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror else torch.where(from_left, -width, width)
-            shift = torch.where(both, beyond,
+            across = torch.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror else torch.where(from_left, -width, width)
+            shift = torch.where(both, across,
                                 torch.where(has_l, -2 * dl + 1, 2 * dr - 1))
             best_cost = torch.where(better, cost, best_cost)
             best_fill = torch.where(better[:, None], value, best_fill)
             best_shift = torch.where(better, shift, best_shift)
             best_index = torch.where(better, index, best_index)
+            best_two = torch.where(better, both, best_two)
             el = _at(window, inverse, end_l, ry).double() - il
             er = _at(window, inverse, end_r, ry).double() - ir
             edge = torch.where(both[:, None] & (el * er > 0), torch.minimum(el.abs(), er.abs()), 0.0)
             best_edge = torch.where(better[:, None], edge, best_edge)
         sines = torch.tensor([math.sin(a) for a in angles], dtype=torch.float64, device=device)[best_index]
         cosines = torch.tensor([math.cos(a) for a in angles], dtype=torch.float64, device=device)[best_index]
-        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge, best_cost
+        two_ended = torch.where(best_two, best_cost, math.inf)
+        return best_fill, best_shift * sines, best_shift * cosines, shortest, best_edge, two_ended
 
     def _grain(self, smooth: torch.Tensor, known: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, unit: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
