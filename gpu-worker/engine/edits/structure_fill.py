@@ -335,8 +335,11 @@ class StructureInpainter:
         texture source's offset (y, x), the length of the shortest crossing through it (how
         thin the hole is there, whichever orientation the lines take), and per channel the detail
         (``window`` less ``smooth``) both ends of the crossing show, the smaller, where they agree
-        in sign (else 0). The orientation is
-        chosen on ``decide_on``'s smoothed colours, the colour interpolated in ``smooth``."""
+        in sign (else 0), and the chosen crossing's smoothed cost where it has two ends (inf where
+        it has one or none). The orientation is chosen on ``decide_on``'s smoothed colours, the
+        colour interpolated in ``smooth``. ``mirror``: texture mirrored across the nearer end;
+        ``stop``: the known pixels and the hole's other parts, where an end more than ``beyond``
+        past the first of them counts as none."""
         h, w = hole.shape
         ys, xs = (v.astype(np.int32) for v in np.nonzero(hole))
         n = ys.size
@@ -388,7 +391,8 @@ class StructureInpainter:
                 best_fill[at] = np.where(both[:, None], il * (1 - t) + ir * t, np.where(has_l[:, None], il, ir))
                 # mirrored across the nearer end where the crossing is long: shifted by the
                 # width, the source would lie as far beyond it, off a line a degree off its course
-                across = np.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror else np.where(from_left, -width, width)
+                across = (np.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror
+                          else np.where(from_left, -width, width))
                 best_shift[at] = np.where(both, across,
                                           np.where(has_l, -2 * dl + 1, 2 * dr - 1))
                 best_index[at] = index

@@ -385,7 +385,8 @@ class DeviceStructureFill:
                 continue
             width = (rc - lc - 1).float()
             from_left = has_l & ((dl <= dr) | ~has_r)
-            across = torch.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror else torch.where(from_left, -width, width)
+            across = (torch.where(from_left, -2 * dl + 1, 2 * dr - 1) if mirror
+                      else torch.where(from_left, -width, width))
             shift = torch.where(both, across,
                                 torch.where(has_l, -2 * dl + 1, 2 * dr - 1))
             best_cost = torch.where(better, cost, best_cost)
