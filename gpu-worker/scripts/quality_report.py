@@ -211,7 +211,9 @@ def main() -> None:
         "same pixels in the room rendered without the furniture (1.0 = as textured as the real floor/wall); "
         "`vs ring` compares with the 12 px ring around the hole; `low-freq dE vs truth` is the median CIEDE2000 "
         "between the fill and the truth after a 6 px blur (right colours and shading, not just right texture). "
-        "Shadows the furniture cast are not part of its mask and stay, as they would with a segmenter's mask.",
+        "Shadows the furniture cast are not part of its mask and stay, as they would with a segmenter's mask. "
+        "The remove rows use the exemplar fill (`PatchInpainter`); the default, the structure fill, is measured "
+        "at 1:1 on crops against the truth in `remove_crops.md`.",
         "",
     ]
     found = mask_quality.outcomes(w, h)
