@@ -30,7 +30,9 @@ exemplar fill (``PatchInpainter``), which is also blended into the thin fill ove
 shifted by the crossing's width: over a long crossing that source lies far off, outside the
 window (where it was once clamped to the window's border row, one pixel repeated down each
 column of a plain wall: streaks), or off its line by a fraction of a degree (a joint's edge
-copied beside it). Texture whose source falls outside the window is none.
+copied beside it), and is held to the surface's typical detail (its 84th percentile, half a thin
+part's bound): a joint's light edge mirrored a fraction of a degree off its line left light
+scribbles tracing a lamp base's outline. Texture whose source falls outside the window is none.
 
 The choices above are discrete (thin or wide, which orientation, which extra angles, the wide
 parts and whether each is crossed), and the
@@ -213,7 +215,8 @@ class StructureInpainter:
 
     def __init__(self, directions: int = 16, fallback: Inpainter | None = None, gap_cost: float = 120.0,
                  smooth_sigma: float = 1.5, wide_gap: float = 0.025, one_sided_cost: float = 400.0,
-                 grain_cost: float = 1500.0, tensor_sigma: float = 0.012, wide_match: float = 100.0) -> None:
+                 grain_cost: float = 1500.0, tensor_sigma: float = 0.012, wide_match: float = 100.0,
+                 wide_texture: float = 1.0) -> None:
         self.directions = directions
         self.fallback = fallback if fallback is not None else PatchInpainter()
         self.gap_cost = gap_cost  # per 1 % of the window's long side of crossing, in squared 8-bit levels
@@ -225,6 +228,9 @@ class StructureInpainter:
         self.tensor_sigma = tensor_sigma  # the grain's neighbourhood, a share of the window's long side
         # a wide part is filled by its crossings where their median cost is at most this (squared levels)
         self.wide_match = wide_match
+        # a wide part's texture is clipped to this many times the surface's 84th percentile of
+        # detail (a thin part's to twice it, or the crossing's own edge)
+        self.wide_texture = wide_texture
 
     def inpaint(self, rgb: np.ndarray, hole: np.ndarray, guide: np.ndarray | None = None) -> np.ndarray:
         if not hole.any():
@@ -309,7 +315,7 @@ class StructureInpainter:
         # and limited to the surface's own range of detail
         source = cv2.erode(known.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         ring = source & cv2.dilate(query.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
-        limit = 2.0 * float(np.percentile(np.abs(window[ring] - smooth[ring]), 84)) if ring.any() else 0.0
+        typical = float(np.percentile(np.abs(window[ring] - smooth[ring]), 84)) if ring.any() else 0.0
         del ring
         fill, shift_y, shift_x, gap, edge, cost = self._directional(
             smooth, decide_on, known, query, grain, angles, 0.01 * max(h, w),
@@ -321,8 +327,10 @@ class StructureInpainter:
         sy, sx = np.where(inside, sy, 0), np.where(inside, sx, 0)
         detail = window[sy, sx] - smooth[sy, sx]
         # a line as sharp as the smoothing (the pixel row where a baseboard meets the floor) shows
-        # as detail: where both ends of the crossing show that much, it is let through
-        bound = np.maximum(limit, edge)
+        # as detail: where both ends of the crossing show that much, it is let through. A wide
+        # part's texture is held to the surface's typical detail: mirrored over a long crossing, a
+        # joint's edge lands a fraction of a degree off its line, a light scribble across planks.
+        bound = np.full((1, 1), self.wide_texture * typical) if wide_part else np.maximum(2.0 * typical, edge)
         texture = np.where((inside & source[sy, sx])[:, None], np.clip(detail, -bound, bound), 0.0)
         return fill + texture, gap, cost
 

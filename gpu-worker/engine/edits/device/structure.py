@@ -317,7 +317,7 @@ class DeviceStructureFill:
         smooth = decide_on if same else _smooth(window, known, p.smooth_sigma)
         source = _erode5(known)  # the texture (window - smooth) is read only where needed
         ring = source & dilate_square(query, 12)
-        limit = 2.0 * _percentile((window[ring].double() - smooth[ring]).abs(), 84) if bool(ring.any()) else 0.0
+        typical = _percentile((window[ring].double() - smooth[ring]).abs(), 84) if bool(ring.any()) else 0.0
         del ring
         fill, shift_y, shift_x, gap, edge, cost = self._directional(
             smooth, decide_on, known, query, grain, angles, 0.01 * max(h, w), math.inf if wide_part else 1.5 * wide,
@@ -327,7 +327,7 @@ class DeviceStructureFill:
         inside = (sy >= 0) & (sy < known.shape[0]) & (sx >= 0) & (sx < known.shape[1])
         sy, sx = torch.where(inside, sy, 0), torch.where(inside, sx, 0)
         detail = window[sy, sx].double() - smooth[sy, sx]
-        bound = edge.clamp_min(limit)
+        bound = torch.full_like(edge, p.wide_texture * typical) if wide_part else edge.clamp_min(2.0 * typical)
         texture = torch.where((inside & source[sy, sx])[:, None], torch.maximum(torch.minimum(detail, bound), -bound),
                               0.0)
         return fill + texture, gap, cost
