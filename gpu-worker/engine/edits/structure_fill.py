@@ -330,7 +330,7 @@ class StructureInpainter:
         # as detail: where both ends of the crossing show that much, it is let through. A wide
         # part's texture is held to the surface's typical detail: mirrored over a long crossing, a
         # joint's edge lands a fraction of a degree off its line, a light scribble across planks.
-        bound = np.full((1, 1), self.wide_texture * typical) if wide_part else np.maximum(2.0 * typical, edge)
+        bound = self.wide_texture * typical if wide_part else np.maximum(2.0 * typical, edge)
         texture = np.where((inside & source[sy, sx])[:, None], np.clip(detail, -bound, bound), 0.0)
         return fill + texture, gap, cost
 
