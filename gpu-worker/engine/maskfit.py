@@ -18,7 +18,10 @@ turns it into a mask whose outline follows the photo:
    - a flat (non-edge) pixel reached from one sure side only, within the band's width, without
      crossing an edge, belongs to that side (a geodesic dilation: shading may drift, an edge
      stops it; a gap in an edge lets the other side in only near the gap), also where no sure
-     outside is near (a wall brightening towards a lamp pole it surrounds);
+     outside is near (a wall brightening towards a lamp pole it surrounds). The inside's reach
+     also crosses a ramp: a faint step (under ``RAMP_MAX``) that keeps growing over twice the
+     distance (``RAMP_GROWTH`` times) is shading, a lamp's glow steep enough to pass for an
+     edge, where an object's border, sharp or blurred, steps as much over either distance;
    - reached from both (no edge between the sides): by colour - inside when nearer the inside
      mean than the outside one and within ``OUTLIER_SIGMAS`` spreads of the inside mean; where
      the sides do not differ by ``SEPARATION`` spreads, the coarse mask is kept, and so it is
@@ -71,6 +74,10 @@ EDGE_MIN = 1.5  # CIELAB units (half a step, see _edge_strength): a step of 3, a
 EDGE_SCALE_CELLS = 0.3  # edges are measured over this share of a prediction cell (1 px at 1 MP)
 EDGE_REACH = 3  # an edge pixel's colour is compared with the flat pixels this near (in edge scales)
 EDGE_TEXTURE = 2.5  # nor are steps less than this many times the inside's mean gradient (wood grain)
+# A ramp is no border: a step under RAMP_MAX (a step of 5, in _edge_strength's half steps) that
+# grows by RAMP_GROWTH or more measured over twice the distance (a border's step stays the same).
+RAMP_MAX = 2.5
+RAMP_GROWTH = 1.6
 # The band's half width in cells: the prediction's own displacement (up to a cell) plus a mask
 # running a cell into its neighbour (a wall over the door frame).
 BAND_CELLS = 2.0
@@ -191,8 +198,10 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     texture = _local_mean(strength, sure_in, radius, step)
     edge = strength >= np.maximum(EDGE_MIN, EDGE_TEXTURE * texture)
     flat = ~edge
+    # the inside's reach crosses shading steep enough to pass for an edge (a lamp's glow)
+    ramp = (strength < RAMP_MAX) & (_edge_strength(lab, 2 * scale) >= RAMP_GROWTH * strength)
     steps = radius // 2  # the band's width: reach stays local, a gap in an edge leaks only near it
-    reach_in = _reach(sure_in, edge | sure_out, steps, scale) & flat
+    reach_in = _reach(sure_in, (edge & ~ramp) | sure_out, steps, scale) & flat
     reach_out = _reach(sure_out, edge | sure_in, steps, scale) & flat
     reach_far = _reach(sure_in, edge | sure_out, short, scale) & flat
 

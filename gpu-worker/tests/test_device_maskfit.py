@@ -133,7 +133,7 @@ def test_torch_fit_joins_pockets_and_keeps_the_lone_inside_reach_as_the_host(dev
         ours = host.fit_mask(rgb, coarse)
         theirs = device_fit.fit_mask(torch.from_numpy(rgb).to(device), torch.from_numpy(coarse).to(device))
         changed = int((ours ^ coarse).sum())
-        assert changed > 300 and (ours ^ theirs.cpu().numpy()).sum() <= max(5, 0.03 * changed)
+        assert changed > 100 and (ours ^ theirs.cpu().numpy()).sum() <= max(5, 0.03 * changed)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -244,6 +244,25 @@ def test_a_wall_brightening_towards_a_pole_it_surrounds_keeps_its_reach():
     assert fitted[:, 455:468].mean() >= 0.999 and fitted[:, 487:500].mean() >= 0.999
     assert not fitted[:, 474:481].any()
 
+def test_a_glow_steep_enough_to_pass_for_an_edge_does_not_stop_the_wall():
+    """The same pole with a stronger lamp: the wall brightens by 21 L* over the twelve pixels
+    beside it, 1.75 L* a pixel, more than the least edge. Measured over twice the distance the
+    step doubles, as shading's does (an object's border steps as much over either), so the
+    wall's reach crosses it and the brightened wall the coarse mask holds stays wall (from eight
+    pixels before the pole's gap it was taken out: cut off from the wall, far from its mean)."""
+    rgb = plain_wall((720, 960), (150, 145, 138)).astype(np.float64)
+    x = np.arange(960, dtype=np.float64)
+    glow = np.clip(1 - np.minimum(np.abs(x - 470), np.abs(x - 485)) / 12, 0, 1) * 60
+    rgb += glow[None, :, None]
+    rgb[:, 474:481] = (70, 68, 66)
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    coarse = np.ones((720, 960), bool)
+    coarse[:, 470:485] = False
+    fitted = fit_mask(rgb, coarse)
+    assert fitted[:, 450:470].mean() >= 0.999 and fitted[:, 485:505].mean() >= 0.999
+    assert not fitted[:, 474:481].any()
+
+
 def ceiling_shading_into_its_corner(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A ceiling darkening by up to 30% towards its corner with a crown molding twelve pixels
     tall in the colour the ceiling has at the corner (no step between them), a darker wall

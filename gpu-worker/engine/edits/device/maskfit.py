@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from engine.edits.device import ops
 from engine.edits.device.lab import smoothed_lab
 from engine.maskfit import (BAND_CELLS, EDGE_MIN, EDGE_REACH, EDGE_SCALE_CELLS, EDGE_TEXTURE, JOIN_SIGMAS,
-                            MIN_SPECK_CELLS, NOISE_FLOOR, OUTLIER_SIGMAS, SEPARATION, SHORT_CELLS,
-                            SURE_BLOCK_CELLS_INV, prediction_cell_px)
+                            MIN_SPECK_CELLS, NOISE_FLOOR, OUTLIER_SIGMAS, RAMP_GROWTH, RAMP_MAX, SEPARATION,
+                            SHORT_CELLS, SURE_BLOCK_CELLS_INV, prediction_cell_px)
 
 SPECK_BLOCK_CELLS = 0.25  # speck labelling's block side in prediction cells (a speck is >= 1 cell)
 
@@ -243,9 +243,10 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
     strength = _edge_strength(lab, scale)
     edge = strength >= (EDGE_TEXTURE * _local_mean(strength, sure_in, radius, step)).clamp_min(EDGE_MIN)
     flat = ~edge
+    ramp = (strength < RAMP_MAX) & (_edge_strength(lab, 2 * scale) >= RAMP_GROWTH * strength)
     steps = radius // 2
-    reach_in, reach_out = _reach(torch.stack([sure_in, sure_out]), torch.stack([sure_out, sure_in]) | edge, steps,
-                                 scale) & flat
+    reach_in, reach_out = _reach(torch.stack([sure_in, sure_out]), torch.stack([sure_out | (edge & ~ramp), sure_in | edge]),
+                                 steps, scale) & flat
     reach_far = _reach(sure_in[None], (sure_out | edge)[None], short, scale)[0] & flat
     work = _dilate_square(need, EDGE_REACH * scale)
     # the flat pixels beside each pixel that one side only reaches: do the sides differ there?
