@@ -3,6 +3,7 @@
     python -m bench.bench_apply                 # from gpu-worker/; writes bench/results/apply_cpu.md
     python -m bench.bench_apply --sizes 1 4     # a quicker subset
     python -m bench.bench_apply --fit           # mask fitting next to the edits: bench/results/maskfit_cpu.md
+    python -m bench.bench_apply --fit --fit-beside OLD.py  # and this fit beside another engine/maskfit.py
 
 The photo is ``scenes.render_room`` at 1 MP, scaled up with fresh sensor noise for 4 and 12 MP
 (rendering 12 MP directly takes minutes and changes nothing about the timing); the masks are
@@ -138,6 +139,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PACKAGE / "bench" / "results" / "apply_cpu.md")
     parser.add_argument("--fit", action="store_true",
                         help="time fitting segmenter-like masks next to the edits instead (bench/results/maskfit_cpu.md)")
+    parser.add_argument("--fit-beside", type=Path, default=None, metavar="MASKFIT_PY",
+                        help="with --fit: also time this engine/maskfit.py beside another version of it "
+                             "(e.g. `git show COMMIT:gpu-worker/engine/maskfit.py`), alternately, same run")
     args = parser.parse_args()
     if args.fit:
         fit_bench(args)
@@ -218,12 +222,16 @@ def fit_bench(args: argparse.Namespace) -> None:
              PlannedRule("Floor", Recolor(palette["oak_a"].rgb, "wood", palette["oak_a"].spread), None),
              PlannedRule("Ceiling", Tone(NAMED_TONES["bright"]), None))
     plan = Plan(PRESET, rules, PROTECT)
-    rows = []
+    rows, beside = [], []
+    other = _load_module(args.fit_beside) if args.fit_beside else None
     for mp in args.sizes:
         rgb, masks = scene_at(base, SIZES[mp], seed=mp)
         coarse = segmenter_like(masks, seed=mp)
         found = {c.name: ConceptMasks(c.name, coarse[c.name], instances_from_union(coarse[c.name], c.multi_instance))
                  for c in plan.concepts_to_prompt()}
+        if other is not None:
+            beside.append((mp, *_fit_beside(rgb, {n: m.union for n, m in found.items()}, other, args.repeat)))
+            print(f"{mp:>3} MP  fit_mask here {beside[-1][1]:.3f} CPU s, beside {beside[-1][2]:.3f} CPU s", flush=True)
         fit_s = best_of_wall_cpu(lambda: fit_masks(rgb, found, plan), args.repeat)
         ready = fit_masks(rgb, found, plan)
         protect = np.zeros(rgb.shape[:2], bool)
@@ -257,8 +265,48 @@ def fit_bench(args: argparse.Namespace) -> None:
     ]
     out = PACKAGE / "bench" / "results" / "maskfit_cpu.md"
     kept = out.read_text(encoding="utf-8").split("\n## ", 1) if out.exists() else []
-    out.write_text("\n".join(lines) + ("\n## " + kept[1] if len(kept) == 2 else ""), encoding="utf-8")
+    text = "\n".join(lines) + ("\n## " + kept[1] if len(kept) == 2 else "")
+    if beside:
+        text = text.rstrip("\n") + "\n\n" + "\n".join([
+            f"## This fit beside {args.fit_beside.name}, same run",
+            "",
+            f"`--fit-beside {args.fit_beside.name}`: engine.maskfit.fit_mask (fit_protect for the protect concepts) "
+            f"on each prompted concept's mask above, this module and {args.fit_beside.name} loaded beside it, run "
+            f"alternately, best of {args.repeat}; host CPU s summed over the concepts. Commit {commit()}, "
+            f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the end.",
+            "",
+            "| MP | this fit (CPU s) | beside (CPU s) | this / beside |",
+            "| ---: | ---: | ---: | ---: |",
+            *(f"| {mp} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |" for mp, ours, theirs in beside),
+            "",
+        ])
+    out.write_text(text, encoding="utf-8")
     print(f"wrote {out}")
+
+
+def _load_module(path: Path):
+    """Another version of engine/maskfit.py, loaded under its own name beside the real one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"maskfit_beside_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fit_beside(rgb: np.ndarray, masks: dict[str, np.ndarray], other, repeat: int) -> tuple[float, float]:
+    """Host CPU s of fitting ``masks`` with engine.maskfit and with ``other``, alternately, best of ``repeat``."""
+    import engine.maskfit as here
+
+    def fit_all(module) -> Callable[[], object]:
+        return lambda: [(module.fit_protect if name in PROTECT else module.fit_mask)(rgb, mask)
+                        for name, mask in masks.items()]
+
+    ours, theirs = [], []
+    for _ in range(repeat):
+        ours.append(best_of_wall_cpu(fit_all(here), 1)[1])
+        theirs.append(best_of_wall_cpu(fit_all(other), 1)[1])
+    return min(ours), min(theirs)
 
 
 if __name__ == "__main__":

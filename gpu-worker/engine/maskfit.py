@@ -199,7 +199,9 @@ def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: 
     edge = strength >= np.maximum(EDGE_MIN, EDGE_TEXTURE * texture)
     flat = ~edge
     # the inside's reach crosses shading steep enough to pass for an edge (a lamp's glow)
-    ramp = (strength < RAMP_MAX) & (_edge_strength(lab, 2 * scale) >= RAMP_GROWTH * strength)
+    ramp = edge & (strength < RAMP_MAX)
+    ry, rx = np.nonzero(ramp)
+    ramp[ry, rx] = _edge_strength_at(lab, ry, rx, 2 * scale) >= RAMP_GROWTH * strength[ry, rx]
     steps = radius // 2  # the band's width: reach stays local, a gap in an edge leaks only near it
     reach_in = _reach(sure_in, (edge & ~ramp) | sure_out, steps, scale) & flat
     reach_out = _reach(sure_out, edge | sure_in, steps, scale) & flat
@@ -273,6 +275,14 @@ def _edge_strength(lab: np.ndarray, scale: int) -> np.ndarray:
     h, w = lab.shape[:2]
     dx = _sq_dist(pad[scale:scale + h, 2 * scale:], pad[scale:scale + h, :w])
     dy = _sq_dist(pad[2 * scale:, scale:scale + w], pad[:h, scale:scale + w])
+    return np.sqrt(np.maximum(dx, dy)) * 0.5
+
+
+def _edge_strength_at(lab: np.ndarray, ys: np.ndarray, xs: np.ndarray, scale: int) -> np.ndarray:
+    """``_edge_strength`` at the pixels (``ys``, ``xs``) only (the frame's edge replicated alike)."""
+    h, w = lab.shape[:2]
+    dx = _sq_dist(lab[ys, np.minimum(xs + scale, w - 1)], lab[ys, np.maximum(xs - scale, 0)])
+    dy = _sq_dist(lab[np.minimum(ys + scale, h - 1), xs], lab[np.maximum(ys - scale, 0), xs])
     return np.sqrt(np.maximum(dx, dy)) * 0.5
 
 
