@@ -244,6 +244,7 @@ def test_a_wall_brightening_towards_a_pole_it_surrounds_keeps_its_reach():
     assert fitted[:, 455:468].mean() >= 0.999 and fitted[:, 487:500].mean() >= 0.999
     assert not fitted[:, 474:481].any()
 
+
 def test_a_glow_steep_enough_to_pass_for_an_edge_does_not_stop_the_wall():
     """The same pole with a stronger lamp: the wall brightens by 21 L* over the twelve pixels
     beside it, 1.75 L* a pixel, more than the least edge. Measured over twice the distance the

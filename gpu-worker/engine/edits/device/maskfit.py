@@ -245,8 +245,8 @@ def _decide_window(rgb: torch.Tensor, coarse: torch.Tensor, sure_in: torch.Tenso
     flat = ~edge
     ramp = (strength < RAMP_MAX) & (_edge_strength(lab, 2 * scale) >= RAMP_GROWTH * strength)
     steps = radius // 2
-    reach_in, reach_out = _reach(torch.stack([sure_in, sure_out]), torch.stack([sure_out | (edge & ~ramp), sure_in | edge]),
-                                 steps, scale) & flat
+    stops = torch.stack([sure_out | (edge & ~ramp), sure_in | edge])  # the inside's reach crosses ramps
+    reach_in, reach_out = _reach(torch.stack([sure_in, sure_out]), stops, steps, scale) & flat
     reach_far = _reach(sure_in[None], (sure_out | edge)[None], short, scale)[0] & flat
     work = _dilate_square(need, EDGE_REACH * scale)
     # the flat pixels beside each pixel that one side only reaches: do the sides differ there?
