@@ -78,7 +78,7 @@ def edit_weights(span: Span, window: Window, photo: np.ndarray, region: np.ndarr
     a far recolor's soft edge some levels apart). ``region`` (full frame): the rule's own pixels."""
     slices = window.slices
     alpha = soft_matte(photo, span.region[slices], None if protect is None else protect[slices], band,
-                       anchor=region[slices], reach=span.reach)
+                       anchor=region[slices], reach=span.reach, replaces=span.replaces)
     if span.replaces:
         alpha[region[slices]] = 1.0
         alpha[alpha < UNSEEN_WEIGHT] = 0.0

@@ -285,6 +285,41 @@ def test_no_rim_where_the_neighbour_looks_alike():
     assert np.abs(inside_rim - interior).max() < 3
 
 
+def _wall_with_a_pole(h: int = 720, w: int = 960, ss: int = 8):
+    """A wall (lighter to the right) and a vertical lamp pole 6 px wide standing in front of it,
+    lit (L* about 55) on its left 4 px and shaded (L* about 25) on its right 2 px, its sides
+    anti-aliased at sub-pixel positions; the wall's coverage of each pixel is returned too."""
+    fine = np.arange(w * ss, dtype=np.float32) / ss
+    left, middle, right = 300.3, 304.3, 306.3
+    lit = ((fine >= left) & (fine < middle)).reshape(w, ss).mean(axis=1)
+    shaded = ((fine >= middle) & (fine < right)).reshape(w, ss).mean(axis=1)
+    wall = 1.0 - lit - shaded
+    wall_rgb = np.array([172, 177, 166], np.float32) + np.linspace(0, 25, w, dtype=np.float32)[:, None]
+    row = wall[:, None] * wall_rgb + lit[:, None] * np.array([130, 131, 136]) + shaded[:, None] * np.array([62, 62, 64])
+    noise = np.random.default_rng(5).normal(0, 1.2, (h, w, 3))
+    img = np.clip(row[None] + noise + 0.5, 0, 255).astype(np.uint8)
+    return img, np.broadcast_to(wall[None], (h, w))
+
+
+def _de(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return ciede2000(colour.srgb_to_lab(a), colour.srgb_to_lab(b))
+
+
+def test_a_recolor_does_not_tint_a_thin_pole_beside_the_wall():
+    """No line through the colour space sends a pole's lit and shaded sides both to 0 while it
+    sends the wall to 1, so the guided filter gave the lit side a fifth of the wall's recolor
+    (CIEDE2000 about 8 for navy). Weighed by its share of the wall's colour, the pole keeps its
+    own; the pixels its anti-aliased sides share with the wall still take their share."""
+    img, wall = _wall_with_a_pole()
+    mask = wall >= 0.5
+    out = apply_edits(img, [Edit(Recolor(PALETTE["navy"].rgb), mask)], None)
+    de = _de(out, img)
+    pole = wall == 0.0
+    assert pole.any() and np.percentile(de[pole], 99) < 2.0, np.percentile(de[pole], 99)
+    shared = (wall > 0.2) & (wall < 0.5)  # outside the mask, a fifth to a half of them wall
+    assert shared.any() and de[shared].min() > 6.0, de[shared].min()
+
+
 # -- tone ----------------------------------------------------------------------------------------
 
 

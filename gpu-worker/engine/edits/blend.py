@@ -86,12 +86,13 @@ def solve_sym3(s: tuple, c: tuple) -> tuple:
             (i_rb * cr + i_gb * cg + i_bb * cb) / det)
 
 def guided_filter(rgb: np.ndarray, src: np.ndarray, radius: int, eps: float,
-                  subsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                  subsample: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Colour-guided filter of a single-channel ``src`` (float32), guided by ``rgb`` (uint8 H x W x 3).
 
     Also returns, from the same window sums, the colour distance (0..1 per channel) between the
     guide's mean over ``src``-weighted pixels and over the rest of the window (how different the
-    two sides of a mask border look; 0 where the window holds only one side).
+    two sides of a mask border look; 0 where the window holds only one side), and the first of
+    those means, the colour of the ``src`` side (the window's mean where it holds only one side).
 
     With ``subsample`` the statistics are taken at reduced size and only the final linear model is
     evaluated at full size, one channel at a time (full-size float colour images are 12 bytes a pixel).
@@ -128,6 +129,7 @@ def guided_filter(rgb: np.ndarray, src: np.ndarray, radius: int, eps: float,
     inside = mean_gp / np.maximum(m, 1e-6)
     outside = (mean_g - mean_gp) / np.maximum(1.0 - m, 1e-6)
     contrast = np.where(both, np.sqrt(((inside - outside) ** 2).sum(axis=-1)), 0.0).astype(np.float32)
+    inside = np.where(both[..., None], inside, mean_g).astype(np.float32)
     def full_size(x: np.ndarray) -> np.ndarray:
         if subsample == 1:
             return x
@@ -137,7 +139,7 @@ def guided_filter(rgb: np.ndarray, src: np.ndarray, radius: int, eps: float,
     for c in range(3):
         filtered += full_size(np.ascontiguousarray(mean_a[..., c])) * np.multiply(rgb[:h, :w, c], 1 / 255,
                                                                                   dtype=np.float32)
-    return filtered, full_size(contrast)
+    return filtered, full_size(contrast), full_size(inside)
 
 
 def pad_to_multiple(x: np.ndarray, step: int, value: float | None = None) -> np.ndarray:
@@ -205,11 +207,14 @@ def edge_mixture(rgb: np.ndarray, alpha: np.ndarray, ys: np.ndarray, xs: np.ndar
 
 
 def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, band: int,
-               anchor: np.ndarray | None = None, reach: float | None = None) -> np.ndarray:
+               anchor: np.ndarray | None = None, reach: float | None = None, replaces: bool = False) -> np.ndarray:
     """Float32 weight in [0, 1] over a window: ``rgb`` uint8, ``region`` and ``protect`` bool.
 
     The weight is 0 farther than ``reach`` (default ``band``) pixels, Euclidean, from ``anchor``
-    (default ``region``; remove grows its region first and passes the original here).
+    (default ``region``; remove grows its region first and passes the original here). An edit
+    that changes the region's colour weighs a pixel outside it by no more than its share of the
+    region's surface (``limit_to_share``); one that ``replaces`` the region has no surface
+    colour to share, and its soft edge blends what it made into the photo.
     """
     region8 = region.astype(np.uint8)
     core = cv2.erode(region8, _disk(band), borderType=cv2.BORDER_REPLICATE).astype(bool)
@@ -219,7 +224,7 @@ def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, 
     alpha = (core & within).astype(np.float32)
     ring = within & ~core  # the only pixels whose weight is not plainly 1 or 0
     if ring.any():
-        matte, contrast = _guided_where(rgb, region, ring, radius=band + 1, eps=2e-3, subsample=max(1, band // 2))
+        matte, contrast, surface = _guided_where(rgb, region, ring, radius=band + 1, eps=2e-3, subsample=max(1, band // 2))
         inside = region[ring]
         # The guided filter can only place the boundary where the photo has an edge. Where the two
         # sides look alike it returns an uninformative ramp, and the mask is the better judge
@@ -228,6 +233,8 @@ def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, 
         trust = np.clip(contrast[ring] / EDGE_CONTRAST, 0.0, 1.0)
         weight = trust * np.clip(matte[ring], 0.0, 1.0) + (1.0 - trust) * inside
         weight = _averaged_along_edge(weight, ring, protect)
+        if not replaces:
+            weight = limit_to_share(rgb, region, ring, protect, weight, surface)
         weight = np.where(inside, np.maximum(weight, 0.5), np.minimum(weight, 0.5))
         # the filter's tails: a few percent of weight on pixels that are plainly one side or the
         # other is leakage (a faint tint beside the edge, or a faint rim of the old colour). They
@@ -239,6 +246,72 @@ def soft_matte(rgb: np.ndarray, region: np.ndarray, protect: np.ndarray | None, 
     if protect is not None:
         alpha[protect] = 0.0
     return alpha
+
+
+# Outside the region, a ring pixel's weight is at most its share of the surface's colour (its
+# colour as a mixture of the surface and what lies beyond it) plus this.
+SHARE_SLACK = 0.05
+# Where the surface and what lies beyond differ by less than this (sRGB, 0..1 per channel, as
+# EDGE_CONTRAST) the share is noise; the limit fades in up to twice it.
+SHARE_STEP = 0.04
+
+
+def limit_to_share(rgb: np.ndarray, region: np.ndarray, ring: np.ndarray, protect: np.ndarray | None,
+                   weight: np.ndarray, surface: np.ndarray) -> np.ndarray:
+    """The ring's weights (in ``ring``'s order), those outside the region no more than the
+    pixel's share of the surface.
+
+    A pixel just outside an edited region is a mixture ``a F + (1 - a) B`` of the surface ``F``
+    (``surface``: the region's mean colour near it) and what lies beyond it ``B`` (the mean of
+    its neighbours one layer further out, layers counted in 8-connected steps from the region),
+    so ``a = (p - B).(F - B) / |F - B|^2``, averaged over its neighbours of a like share. The
+    guided filter's linear model cannot give that: beside a wall, a lamp pole lit on one side
+    and shaded on the other has two colours outside, which one line through the colour space
+    cannot both send to 0 while sending the wall to 1; the pole's lit side took a fifth of a navy
+    recolor. A pixel that looks like what lies beyond it gets no weight; a blurred or
+    anti-aliased edge, whose pixels lie between their neighbours' colours, keeps its weight.
+    """
+    out_ring = ring & ~region
+    if protect is not None:
+        out_ring &= ~protect
+    plane = np.zeros(ring.shape, np.float32)
+    plane[ring] = weight
+    ys, xs = np.nonzero(out_ring)
+    if ys.size == 0:
+        return weight
+    layer = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_C, 3)
+    h, w = region.shape
+    own_layer = layer[ys, xs]
+    total = np.zeros((ys.size, 3), np.float32)
+    count = np.zeros(ys.size, np.float32)
+    for dy in (-1, 0, 1):
+        ny = np.clip(ys + dy, 0, h - 1)
+        for dx in (-1, 0, 1):
+            nx = np.clip(xs + dx, 0, w - 1)
+            beyond = (layer[ny, nx] == own_layer + 1).astype(np.float32)
+            total += rgb[ny, nx].astype(np.float32) * beyond[:, None]
+            count += beyond
+    beyond_colour = total / np.maximum(count, 1.0)[:, None] * (1 / 255)
+    step = surface[ys, xs] - beyond_colour
+    step_size = np.sqrt((step * step).sum(axis=1))
+    share = ((rgb[ys, xs].astype(np.float32) * (1 / 255) - beyond_colour) * step).sum(axis=1) \
+        / np.maximum(step_size * step_size, 1e-6)
+    # how far the share can be trusted: 0 with nothing beyond or no step, 1 from twice SHARE_STEP
+    sure = np.where(count > 0, np.clip(step_size / SHARE_STEP - 1.0, 0.0, 1.0), 0.0).astype(np.float32)
+    shares = np.zeros(ring.shape, np.float32)
+    shares[ys, xs] = np.clip(share, 0.0, 1.0)
+    among = np.zeros(ring.shape, np.float32)
+    among[ys, xs] = sure
+    total_share = np.zeros(ys.size, np.float32)
+    count_share = np.zeros(ys.size, np.float32)
+    for ny, nx, along in along_edge(shares, ys, xs, among):
+        total_share += shares[ny, nx] * along
+        count_share += along
+    averaged = total_share / np.maximum(count_share, 1e-6)
+    limit = np.minimum(1.0, averaged + SHARE_SLACK)
+    limit = sure * limit + (1.0 - sure) * 1.0
+    plane[ys, xs] = np.minimum(plane[ys, xs], limit)
+    return plane[ring]
 
 
 def _averaged_along_edge(weight: np.ndarray, ring: np.ndarray, protect: np.ndarray | None) -> np.ndarray:
@@ -288,18 +361,20 @@ def tiles_where(needed: np.ndarray, step: int, margin: int) -> Iterator[Tile]:
 
 
 def _guided_where(rgb: np.ndarray, region: np.ndarray, needed: np.ndarray, *, radius: int, eps: float,
-                  subsample: int) -> tuple[np.ndarray, np.ndarray]:
+                  subsample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``guided_filter`` of the region mask on the tiles that hold ``needed`` pixels; zeros
     elsewhere. A region scattered over a large window, or a large region, has its border in a
     small share of the window."""
     matte = np.zeros(needed.shape, np.float32)
     contrast = np.zeros(needed.shape, np.float32)
+    inside = np.zeros((*needed.shape, 3), np.float32)
     src = region.astype(np.float32)
     for tile in tiles_where(needed, subsample, (2 * max(1, radius // subsample) + 4) * subsample):
-        tile_matte, tile_contrast = guided_filter(rgb[tile.src], src[tile.src], radius, eps, subsample)
+        tile_matte, tile_contrast, tile_inside = guided_filter(rgb[tile.src], src[tile.src], radius, eps, subsample)
         matte[tile.out] = tile_matte[tile.inner]
         contrast[tile.out] = tile_contrast[tile.inner]
-    return matte, contrast
+        inside[tile.out] = tile_inside[tile.inner]
+    return matte, contrast, inside
 
 
 EDGE_CONTRAST = 0.12  # colour distance (sRGB, 0..1 per channel) at which the photo's edge is trusted fully

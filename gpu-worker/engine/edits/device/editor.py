@@ -57,7 +57,7 @@ def edit_weights(span: DeviceSpan, window: tuple[slice, slice], photo: torch.Ten
     """``engine.applier.edit_weights`` on the device: ``photo`` the window (H x W x 3 uint8),
     ``region`` and ``protect`` full frame."""
     alpha = soft_matte(photo.permute(2, 0, 1), span.region[window], None if protect is None else protect[window],
-                       band, region[window], span.reach)
+                       band, region[window], span.reach, span.replaces)
     if span.replaces:
         alpha = torch.where(region[window], 1.0, alpha)
         alpha = torch.where(alpha < UNSEEN_WEIGHT, 0.0, alpha)

@@ -16,7 +16,7 @@ from engine.edits.device import ops
 
 
 def guided_filter(rgb: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
-                  subsample: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  subsample: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``blend.guided_filter``: ``rgb`` uint8 3 x H x W, ``src`` float32 H x W."""
     h, w = src.shape
     rgb_f = rgb.float()
@@ -52,6 +52,7 @@ def guided_filter(rgb: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
     inside = mean_gp / m.clamp_min(1e-6)
     outside = (mean_g - mean_gp) / (1.0 - m).clamp_min(1e-6)
     contrast = torch.where(both, ((inside - outside) ** 2).sum(0).sqrt(), torch.zeros_like(mean_p))
+    inside = torch.where(both[None], inside, mean_g)
 
     def full_size(x: torch.Tensor) -> torch.Tensor:
         return ops.linear_up(x, full)[..., :h, :w] if subsample > 1 else x
@@ -60,21 +61,23 @@ def guided_filter(rgb: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
     up_a = full_size(mean_a)
     for c in range(3):
         filtered = filtered + up_a[c] * (rgb_f[c] * (1 / 255))
-    return filtered, full_size(contrast[None])[0]
+    return filtered, full_size(contrast[None])[0], full_size(inside)
 
 
 def soft_matte(rgb: torch.Tensor, region: torch.Tensor, protect: torch.Tensor | None, band: int,
-               anchor: torch.Tensor, reach: int) -> torch.Tensor:
+               anchor: torch.Tensor, reach: int, replaces: bool = False) -> torch.Tensor:
     """``blend.soft_matte`` over a window: ``rgb`` uint8 3 x H x W, masks bool H x W."""
     core = ops.erode(region, ops.ellipse_rows(band))
     within = ops.dilate(anchor, ops.disk_rows(int(reach)))
     alpha = (core & within).float()
     ring = within & ~core
-    matte, contrast = guided_filter(rgb, region.float(), band + 1, 2e-3, max(1, band // 2))
+    matte, contrast, surface = guided_filter(rgb, region.float(), band + 1, 2e-3, max(1, band // 2))
     trust = (contrast / blend.EDGE_CONTRAST).clamp(0.0, 1.0)
     inside = region.float()
     weight = trust * matte.clamp(0.0, 1.0) + (1.0 - trust) * inside
     weight = _averaged_along_edge(weight, ring, protect)
+    if not replaces:
+        weight = limit_to_share(rgb, region, ring, protect, weight, surface, int(reach) + 1)
     weight = torch.where(region, torch.maximum(weight, torch.tensor(0.5, device=weight.device)),
                          torch.minimum(weight, torch.tensor(0.5, device=weight.device)))
     raised, lowered = (2 * weight - 0.8).clamp_max(1.0), (2 * weight - 0.2).clamp_min(0.0)
@@ -115,6 +118,59 @@ def edge_mixture(rgb: torch.Tensor, alpha: torch.Tensor, ys: torch.Tensor, xs: t
     alone = count[:, None] <= 0
     mixture = torch.where(alone, own, total / torch.where(alone, 1.0, count[:, None]))
     return mixture, rgb[ys, xs].float() - ops.to_srgb255(mixture)
+
+
+def limit_to_share(rgb: torch.Tensor, region: torch.Tensor, ring: torch.Tensor, protect: torch.Tensor | None,
+                   weight: torch.Tensor, surface: torch.Tensor, layers: int) -> torch.Tensor:
+    """``blend.limit_to_share`` over the window (the weight H x W, other pixels as they were;
+    ``surface`` 3 x H x W). Layers are counted out to ``layers``, one past the farthest ring
+    pixel, which is all ``cv2.distanceTransform``'s chessboard distances are compared at."""
+    out_ring = ring & ~region
+    if protect is not None:
+        out_ring = out_ring & ~protect
+    ys, xs = out_ring.nonzero(as_tuple=True)
+    if ys.numel() == 0:
+        return weight
+    layer = torch.full(region.shape, layers + 1, dtype=torch.int32, device=region.device)
+    reached = region
+    layer = layer.masked_fill(region, 0)
+    for k in range(1, layers + 1):
+        grown = ops.dilate(reached, (1, 1, 1))
+        layer = layer.masked_fill(grown & ~reached, k)
+        reached = grown
+    h, w = region.shape
+    own_layer = layer[ys, xs]
+    colours = rgb.permute(1, 2, 0)
+    total = torch.zeros((ys.numel(), 3), dtype=torch.float32, device=rgb.device)
+    count = torch.zeros(ys.numel(), dtype=torch.float32, device=rgb.device)
+    for dy in (-1, 0, 1):
+        ny = (ys + dy).clamp(0, h - 1)
+        for dx in (-1, 0, 1):
+            nx = (xs + dx).clamp(0, w - 1)
+            beyond = (layer[ny, nx] == own_layer + 1).float()
+            total += colours[ny, nx].float() * beyond[:, None]
+            count += beyond
+    beyond_colour = total / count.clamp_min(1.0)[:, None] * (1 / 255)
+    step = surface[:, ys, xs].T - beyond_colour
+    step_size = (step * step).sum(1).sqrt()
+    share = ((colours[ys, xs].float() * (1 / 255) - beyond_colour) * step).sum(1) / (step_size * step_size).clamp_min(1e-6)
+    sure = torch.where(count > 0, (step_size / blend.SHARE_STEP - 1.0).clamp(0.0, 1.0), torch.zeros_like(count))
+    plane = torch.where(ring, weight, torch.zeros((), device=weight.device))
+    shares = torch.zeros_like(plane)
+    shares[ys, xs] = share.clamp(0.0, 1.0)
+    among = torch.zeros_like(plane)
+    among[ys, xs] = sure
+    total_share = torch.zeros(ys.numel(), dtype=torch.float32, device=weight.device)
+    count_share = torch.zeros(ys.numel(), dtype=torch.float32, device=weight.device)
+    for ny, nx, along in along_edge(shares, ys, xs, among):
+        total_share += shares[ny, nx] * along
+        count_share += along
+    averaged = total_share / count_share.clamp_min(1e-6)
+    limit = (averaged + blend.SHARE_SLACK).clamp_max(1.0)
+    limit = sure * limit + (1.0 - sure) * 1.0
+    out = weight.clone()
+    out[ys, xs] = torch.minimum(weight[ys, xs], limit)
+    return out
 
 
 def _averaged_along_edge(weight: torch.Tensor, ring: torch.Tensor, protect: torch.Tensor | None) -> torch.Tensor:
