@@ -4,6 +4,7 @@
     python -m bench.bench_apply --sizes 1 4     # a quicker subset
     python -m bench.bench_apply --fit           # mask fitting next to the edits: bench/results/maskfit_cpu.md
     python -m bench.bench_apply --fit --fit-beside OLD.py  # and this fit beside another engine/maskfit.py
+    python -m bench.bench_apply --sizes 12 --share-limit  # recolor/tone with and without the matte's share limit
 
 The photo is ``scenes.render_room`` at 1 MP, scaled up with fresh sensor noise for 4 and 12 MP
 (rendering 12 MP directly takes minutes and changes nothing about the timing); the masks are
@@ -37,7 +38,7 @@ from engine.actions.recolor import Recolor
 from engine.actions.remove import Remove
 from engine.actions.tone import NAMED_TONES, Tone
 from engine.applier import Edit, apply_edits_with, max_reach_px
-from engine.edits import colour, kernels
+from engine.edits import blend, colour, kernels
 from engine.edits.backend import NumpyBackend, TorchBackend
 from engine.edits.blend import edge_band_px, soft_matte
 from engine.edits.recolor import FitSamples, fit_params, initial_params, material_pattern
@@ -142,6 +143,9 @@ def main() -> None:
     parser.add_argument("--fit-beside", type=Path, default=None, metavar="MASKFIT_PY",
                         help="with --fit: also time this engine/maskfit.py beside another version of it "
                              "(e.g. `git show COMMIT:gpu-worker/engine/maskfit.py`), alternately, same run")
+    parser.add_argument("--share-limit", action="store_true",
+                        help="also time recolor and tone with the soft matte's share limit "
+                             "(blend.limit_to_share) passed over, alternately, same run")
     args = parser.parse_args()
     if args.fit:
         fit_bench(args)
@@ -173,6 +177,10 @@ def main() -> None:
                                                     inpainter=StructureInpainter()), args.repeat)
             naive = best_of(lambda: naive_apply(rgb, edit, protect), 1 if mp == 12 else args.repeat)
             extra = ""
+            if args.share_limit and not isinstance(edit.op, Remove):
+                with_limit, without = _with_and_without_share_limit(
+                    lambda: apply_edits_with(rgb, [edit], protect, backend=backend), args.repeat)
+                extra = f"share limit: {with_limit:.3f} s with, {without:.3f} s without, alternately"
             if isinstance(edit.op, Remove):
                 patch = best_of(lambda: apply_edits_with(rgb, [edit], protect, inpainter=PatchInpainter()), args.repeat)
                 hole = cv2.dilate(edit.mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
@@ -282,6 +290,21 @@ def fit_bench(args: argparse.Namespace) -> None:
         ])
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out}")
+
+
+def _with_and_without_share_limit(run: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Best times of ``run`` with the soft matte's share limit and with it passed over (the
+    guided filter's weights kept), taken in turns."""
+    limit = blend.limit_to_share
+    times: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for _ in range(repeat):
+            for on in (True, False):
+                blend.limit_to_share = limit if on else (lambda *args: args[4])
+                times[on].append(best_of(run, 1))
+    finally:
+        blend.limit_to_share = limit
+    return min(times[True]), min(times[False])
 
 
 def _load_module(path: Path):
