@@ -59,7 +59,10 @@ def test_grout_is_found_in_the_photo_within_the_tiles(room):
 
 def test_a_wall_recolor_keeps_the_tile_panels_outer_grout_line():
     """The panel's outer grout line (tile on one side, a wall of nearly its lightness on the
-    other) is grout: the derived Grout holds it, so a wall recolor protecting Grout keeps it."""
+    other) is grout: the derived Grout holds it, so a wall recolor protecting Grout keeps it.
+    Its pixels are partly tile (camera blur), and each pixel's own colour is noisy: judged as a
+    blend of line and tile, averaged along the outline, 87% of it is held (70% judged pixel by
+    pixel as the line's colour itself)."""
     rgb, masks = render_room(960, 720, seed=11)
     coarse = segmenter_like(masks, seed=32)
     plan = Plan(INTERIOR, (PlannedRule("Wall", Recolor((40, 50, 90)), None),), ("Grout",))
@@ -68,11 +71,11 @@ def test_a_wall_recolor_keeps_the_tile_panels_outer_grout_line():
     outer = masks["Grout"] & (cv2.distanceTransform(tile, cv2.DIST_L2, 5) <= 3)
     wall_by_tile = masks["Wall"] & (cv2.distanceTransform(1 - tile, cv2.DIST_L2, 5) <= 6)
     grout = ready["Grout"].union
-    assert (grout & outer).sum() >= 0.5 * outer.sum(), (grout & outer).sum() / outer.sum()
+    assert (grout & outer).sum() >= 0.8 * outer.sum(), (grout & outer).sum() / outer.sum()
     assert (grout & wall_by_tile).sum() <= 0.02 * wall_by_tile.sum(), "the wall beside the panel stays wall"
     out = apply_edits_with(rgb, [Edit(plan.rules[0].op, ready["Wall"].union)], grout, backend=NumpyBackend())
     kept = (out[outer] == rgb[outer]).all(axis=-1)
-    assert kept.mean() >= 0.5
+    assert kept.mean() >= 0.8
 
 
 def test_plan_prompts_sources_instead_of_derived_concepts():
