@@ -5,6 +5,7 @@
     python -m bench.bench_apply --fit           # mask fitting next to the edits: bench/results/maskfit_cpu.md
     python -m bench.bench_apply --fit --fit-beside OLD.py  # and this fit beside another engine/maskfit.py
     python -m bench.bench_apply --sizes 12 --share-limit  # recolor/tone with and without the matte's share limit
+    python -m bench.bench_apply --fit --derive-beside OLD.py  # the derived Grout beside another engine/derive.py
 
 The photo is ``scenes.render_room`` at 1 MP, scaled up with fresh sensor noise for 4 and 12 MP
 (rendering 12 MP directly takes minutes and changes nothing about the timing); the masks are
@@ -38,6 +39,7 @@ from engine.actions.recolor import Recolor
 from engine.actions.remove import Remove
 from engine.actions.tone import NAMED_TONES, Tone
 from engine.applier import Edit, apply_edits_with, max_reach_px
+from engine.derive import lines_within
 from engine.edits import blend, colour, kernels
 from engine.edits.backend import NumpyBackend, TorchBackend
 from engine.edits.blend import edge_band_px, soft_matte
@@ -45,6 +47,7 @@ from engine.edits.recolor import FitSamples, fit_params, initial_params, materia
 from engine.edits.remove import DiffusionInpainter, PatchInpainter
 from engine.edits.structure_fill import StructureInpainter
 from engine.edits.tone import kernel_params
+from engine.maskfit import fit_mask
 from engine.plan_masks import fit_masks
 from engine.rules import Plan, PlannedRule
 from engine.segmenter import ConceptMasks, instances_from_union
@@ -143,6 +146,9 @@ def main() -> None:
     parser.add_argument("--fit-beside", type=Path, default=None, metavar="MASKFIT_PY",
                         help="with --fit: also time this engine/maskfit.py beside another version of it "
                              "(e.g. `git show COMMIT:gpu-worker/engine/maskfit.py`), alternately, same run")
+    parser.add_argument("--derive-beside", type=Path, default=None, metavar="DERIVE_PY",
+                        help="with --fit: also time deriving Grout from the fitted Tile beside another "
+                             "engine/derive.py, alternately, same run")
     parser.add_argument("--share-limit", action="store_true",
                         help="also time recolor and tone with the soft matte's share limit "
                              "(blend.limit_to_share) passed over, alternately, same run")
@@ -230,8 +236,9 @@ def fit_bench(args: argparse.Namespace) -> None:
              PlannedRule("Floor", Recolor(palette["oak_a"].rgb, "wood", palette["oak_a"].spread), None),
              PlannedRule("Ceiling", Tone(NAMED_TONES["bright"]), None))
     plan = Plan(PRESET, rules, PROTECT)
-    rows, beside = [], []
+    rows, beside, derived = [], [], []
     other = _load_module(args.fit_beside) if args.fit_beside else None
+    other_derive = _load_module(args.derive_beside) if args.derive_beside else None
     for mp in args.sizes:
         rgb, masks = scene_at(base, SIZES[mp], seed=mp)
         coarse = segmenter_like(masks, seed=mp)
@@ -242,6 +249,12 @@ def fit_bench(args: argparse.Namespace) -> None:
             print(f"{mp:>3} MP  fit_mask here {beside[-1][1]:.3f} CPU s, beside {beside[-1][2]:.3f} CPU s", flush=True)
         fit_s = best_of_wall_cpu(lambda: fit_masks(rgb, found, plan), args.repeat)
         ready = fit_masks(rgb, found, plan)
+        if other_derive is not None:
+            tile = fit_mask(rgb, found["Tile"].union)
+            derived.append((mp, *_alternately([lambda: lines_within(rgb, [tile]),
+                                               lambda: other_derive.lines_within(rgb, [tile])], args.repeat)))
+            print(f"{mp:>3} MP  Grout derived here {derived[-1][1]:.3f} CPU s, beside {derived[-1][2]:.3f} CPU s",
+                  flush=True)
         protect = np.zeros(rgb.shape[:2], bool)
         for name in PROTECT:
             protect |= ready[name].union
@@ -288,8 +301,30 @@ def fit_bench(args: argparse.Namespace) -> None:
             *(f"| {mp} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |" for mp, ours, theirs in beside),
             "",
         ])
+    if derived:
+        text = text.rstrip("\n") + "\n\n" + "\n".join([
+            f"## The derived Grout beside {args.derive_beside.name}, same run",
+            "",
+            f"`--derive-beside {args.derive_beside.name}`: engine.derive.lines_within (Grout from the fitted Tile "
+            f"mask above) and {args.derive_beside.name}'s, run alternately, best of {args.repeat}; host CPU s. "
+            f"Commit {commit()}, {time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the end.",
+            "",
+            "| MP | this (CPU s) | beside (CPU s) | this / beside |",
+            "| ---: | ---: | ---: | ---: |",
+            *(f"| {mp} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |" for mp, ours, theirs in derived),
+            "",
+        ])
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out}")
+
+
+def _alternately(runs: list[Callable[[], object]], repeat: int) -> list[float]:
+    """Each run's best host CPU seconds, the runs taken in turns ``repeat`` times."""
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeat):
+        for run, taken in zip(runs, times):
+            taken.append(best_of_wall_cpu(run, 1)[1])
+    return [min(taken) for taken in times]
 
 
 def _with_and_without_share_limit(run: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -308,10 +343,11 @@ def _with_and_without_share_limit(run: Callable[[], object], repeat: int) -> tup
 
 
 def _load_module(path: Path):
-    """Another version of engine/maskfit.py, loaded under its own name beside the real one."""
+    """Another version of an engine module (maskfit.py, derive.py), loaded under its own name
+    beside the real one."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"maskfit_beside_{path.stem}", path)
+    spec = importlib.util.spec_from_file_location(f"beside_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -325,11 +361,8 @@ def _fit_beside(rgb: np.ndarray, masks: dict[str, np.ndarray], other, repeat: in
         return lambda: [(module.fit_protect if name in PROTECT else module.fit_mask)(rgb, mask)
                         for name, mask in masks.items()]
 
-    ours, theirs = [], []
-    for _ in range(repeat):
-        ours.append(best_of_wall_cpu(fit_all(here), 1)[1])
-        theirs.append(best_of_wall_cpu(fit_all(other), 1)[1])
-    return min(ours), min(theirs)
+    ours, theirs = _alternately([fit_all(here), fit_all(other)], repeat)
+    return ours, theirs
 
 
 if __name__ == "__main__":
