@@ -156,6 +156,21 @@ def test_a_few_pixels_at_the_corner_match_too(scenes, action):
     assert np.array_equal(theirs[protect], rgb[protect])
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_thin_pole_beside_the_wall_keeps_its_colour_on_both_paths(device):
+    """The soft matte's share limit (a pixel outside the region weighs no more than its share of
+    the surface's colour) decides the same on the torch path: the pole keeps its own colour."""
+    from tests.test_applier_quality import _wall_with_a_pole
+
+    rgb, wall = _wall_with_a_pole()  # 960 x 720: the soft edge's band (2 px) reaches the pole
+    edit = Edit(Recolor(PALETTE["navy"].rgb), wall >= 0.5)
+    ours = apply_edits_with(rgb, [edit], None, inpainter=PatchInpainter())
+    theirs = apply_on_device(rgb, [edit], None, torch.device(device), device_tools())
+    pole = wall == 0.0
+    assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max() <= 1
+    assert np.abs(theirs[pole].astype(np.int16) - rgb[pole].astype(np.int16)).max() <= 2
+
+
 def test_edits_take_the_masks_a_segmenter_handed_over_on_its_device():
     from engine.pipeline import edits_for
     from engine.rules import Plan, PlannedRule
