@@ -4,7 +4,9 @@ The matte is a guided filter of the region mask with the photo as the guide (He 
 Image Filtering", with the colour guide and the subsampled "fast" variant). Where the photo has an
 edge near the mask's border the matte follows that edge, which turns a stair-stepped binary mask
 into the anti-aliased coverage of the real boundary; where it has none the matte is a short ramp.
-Three hard rules bound it:
+Outside the region a pixel weighs no more than its own colour's share of the surface's
+(``limit_to_share``: a thin pole beside a wall is not tinted, nor is a surface that runs on past
+the mask). Three hard rules bound it:
 
 - inside the region the weight is at least 1/2 and outside at most 1/2, so the matte agrees with
   the mask at its own threshold, and it is exactly 1 deeper than ``band`` pixels inside;
