@@ -287,35 +287,33 @@ def fit_bench(args: argparse.Namespace) -> None:
     out = PACKAGE / "bench" / "results" / "maskfit_cpu.md"
     kept = out.read_text(encoding="utf-8").split("\n## ", 1) if out.exists() else []
     text = "\n".join(lines) + ("\n## " + kept[1] if len(kept) == 2 else "")
+    stamp = f"Commit {commit()}, {time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the end."
     if beside:
-        text = text.rstrip("\n") + "\n\n" + "\n".join([
-            f"## This fit beside {args.fit_beside.name}, same run",
-            "",
+        text = text.rstrip("\n") + "\n\n" + _beside_section(
+            f"This fit beside {args.fit_beside.name}, same run",
             f"`--fit-beside {args.fit_beside.name}`: engine.maskfit.fit_mask (fit_protect for the protect concepts) "
             f"on each prompted concept's mask above, this module and {args.fit_beside.name} loaded beside it, run "
-            f"alternately, best of {args.repeat}; host CPU s summed over the concepts. Commit {commit()}, "
-            f"{time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the end.",
-            "",
-            "| MP | this fit (CPU s) | beside (CPU s) | this / beside |",
-            "| ---: | ---: | ---: | ---: |",
-            *(f"| {mp} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |" for mp, ours, theirs in beside),
-            "",
-        ])
+            f"alternately, best of {args.repeat}; host CPU s summed over the concepts. {stamp}",
+            "this fit", beside)
     if derived:
-        text = text.rstrip("\n") + "\n\n" + "\n".join([
-            f"## The derived Grout beside {args.derive_beside.name}, same run",
-            "",
+        text = text.rstrip("\n") + "\n\n" + _beside_section(
+            f"The derived Grout beside {args.derive_beside.name}, same run",
             f"`--derive-beside {args.derive_beside.name}`: engine.derive.lines_within (Grout from the fitted Tile "
-            f"mask above) and {args.derive_beside.name}'s, run alternately, best of {args.repeat}; host CPU s. "
-            f"Commit {commit()}, {time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the end.",
-            "",
-            "| MP | this (CPU s) | beside (CPU s) | this / beside |",
-            "| ---: | ---: | ---: | ---: |",
-            *(f"| {mp} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |" for mp, ours, theirs in derived),
-            "",
-        ])
+            f"mask above) and {args.derive_beside.name}'s, run alternately, best of {args.repeat}; host CPU s. {stamp}",
+            "this", derived)
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out}")
+
+
+def _beside_section(title: str, text: str, this: str, rows: list[tuple[int, float, float]]) -> str:
+    """A section of maskfit_cpu.md: this code's CPU s beside another version's, per size."""
+    return "\n".join([
+        f"## {title}", "", text, "",
+        f"| MP | {this} (CPU s) | beside (CPU s) | this / beside |",
+        "| ---: | ---: | ---: | ---: |",
+        *(f"| {mp} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |" for mp, ours, theirs in rows),
+        "",
+    ])
 
 
 def _alternately(runs: list[Callable[[], object]], repeat: int) -> list[float]:
