@@ -155,10 +155,9 @@ def limit_to_share(rgb: torch.Tensor, region: torch.Tensor, ring: torch.Tensor, 
     step_size = (step * step).sum(1).sqrt()
     share = ((colours[ys, xs].float() * (1 / 255) - beyond_colour) * step).sum(1) / (step_size * step_size).clamp_min(1e-6)
     sure = torch.where(count > 0, (step_size / blend.SHARE_STEP - 1.0).clamp(0.0, 1.0), torch.zeros_like(count))
-    plane = torch.where(ring, weight, torch.zeros((), device=weight.device))
-    shares = torch.zeros_like(plane)
+    shares = torch.zeros_like(weight)
     shares[ys, xs] = share.clamp(0.0, 1.0)
-    among = torch.zeros_like(plane)
+    among = torch.zeros_like(weight)
     among[ys, xs] = sure
     total_share = torch.zeros(ys.numel(), dtype=torch.float32, device=weight.device)
     count_share = torch.zeros(ys.numel(), dtype=torch.float32, device=weight.device)
