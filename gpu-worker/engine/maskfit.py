@@ -45,7 +45,15 @@ turns it into a mask whose outline follows the photo:
      sure outside's mean. With flat pixels of the outside only near it goes out, but where the
      inside is that narrow (a lamp pole the coarse mask holds, all edge pixels) it stays as the
      coarse mask has it when its colour is an outlier of those flat pixels'.
-4. A majority filter removes single-pixel speckle along the new outline, then step 1 again.
+4. A majority filter removes single-pixel speckle along the new outline.
+5. Objects past the band (``follow_objects``): what step 3 took out is often the end of an
+   object the coarse mask swallows deeper than the band (a table leg whose foot the floor mask
+   covers whole). From the pixels taken out, the object is followed into the mask through flat
+   pixels of their colour, nearer it than the inside's, at least a cell wide (a plank's groove is
+   not followed), up to ``FOLLOW_CELLS`` cells. What is reached leaves the mask only where the
+   photo outlines it: at least ``ENCLOSED_SHARE`` of the mask pixels around it are edge pixels
+   (a foot on a floor is outlined; a ceiling running on into a crown molding it looks like is
+   not). Then step 1 again.
 
 The matte of the edits (engine/edits/blend.py) then anti-aliases along the same photo edges.
 Work is done tile by tile around the band only: the cost follows the outline's length.
@@ -82,6 +90,8 @@ RAMP_GROWTH = 1.6
 # running a cell into its neighbour (a wall over the door frame).
 BAND_CELLS = 2.0
 SURE_BLOCK_CELLS_INV = 4.0  # the sure sides are measured on blocks of a quarter cell (1 px at 1 MP)
+FOLLOW_CELLS = 16.0  # how far past the band an object taken out is followed into the mask
+ENCLOSED_SHARE = 0.8  # of the mask pixels around a followed object, at least this share are edge pixels
 
 
 def prediction_cell_px(shape: tuple[int, ...], grid: int = PREDICTION_GRID) -> float:
@@ -154,7 +164,59 @@ def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) ->
     # majority of each 3 x 3 neighbourhood, on the band only
     smooth = cv2.medianBlur(out.astype(np.uint8) * 255, 3) > 127
     out = np.where(unknown, smooth, out)
+    out &= ~follow_objects(rgb, cleaned & ~out & unknown, out, sure_in, cell)
     return clean_specks(out, min_area)
+
+
+def follow_objects(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, sure_in: np.ndarray,
+                   cell: float) -> np.ndarray:
+    """The pixels of ``fitted`` that belong to the objects ``taken`` out of the coarse mask in
+    its band, followed into the mask past the band (step 5 of the module's docstring). Worked
+    on the window around what was taken, ``FOLLOW_CELLS`` cells wider."""
+    follow = int(math.ceil(FOLLOW_CELLS * cell))
+    found = np.zeros_like(fitted)
+    rows, cols = np.flatnonzero(taken.any(axis=1)), np.flatnonzero(taken.any(axis=0))
+    if rows.size == 0:
+        return found
+    h, w = taken.shape
+    win = (slice(max(rows[0] - follow, 0), min(rows[-1] + follow + 1, h)),
+           slice(max(cols[0] - follow, 0), min(cols[-1] + follow + 1, w)))
+    found[win] = _follow_in_window(rgb[win], taken[win], fitted[win], sure_in[win], cell, follow)
+    return found
+
+
+def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, sure_in: np.ndarray,
+                      cell: float, follow: int) -> np.ndarray:
+    lab = cv2.GaussianBlur(cv2.cvtColor(rgb.astype(np.float32) * (1 / 255), cv2.COLOR_RGB2Lab), (0, 0), SMOOTH_SIGMA)
+    sq = _sq_dist(lab, 0.0)
+    band = int(math.ceil(BAND_CELLS * cell)) + 1
+    radius, scale = 2 * band, max(1, round(EDGE_SCALE_CELLS * cell))
+    step = max(1, radius // 4)
+    strength = _edge_strength(lab, scale)
+    flat = strength < np.maximum(EDGE_MIN, EDGE_TEXTURE * _local_mean(strength, sure_in, radius, step))
+    mean_in, var_in, have_in = _robust_stats(lab, sq, sure_in, radius, step)
+    # the colour of what was taken, from a cell's worth of its pixels as far as an object is followed
+    far_step = max(1, follow // 4)
+    mean_t, var_t, have_t = _robust_stats(lab, sq, taken, follow, far_step, least=cell * cell)
+    d_t = _sq_dist(lab, mean_t)
+    like = fitted & have_t & (d_t <= OUTLIER_SIGMAS**2 * (var_t + NOISE_FLOOR))
+    like &= ~have_in | (d_t < _sq_dist(lab, mean_in))
+    width = max(3, 2 * int(round(cell / 2)) + 1)  # at least a cell wide: no groove, no seam
+    like = cv2.morphologyEx(like.astype(np.uint8), cv2.MORPH_OPEN,
+                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))).view(bool) & flat
+    seed = taken & flat
+    reached = _reach(seed, ~(like | seed), follow, scale) & (like | seed)
+    # kept only where the photo outlines it: most mask pixels around it are edge pixels
+    count, labels = cv2.connectedComponents(reached.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros_like(fitted)
+    around = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+    ring = fitted & ~reached & (around > 0)
+    total = np.bincount(around[ring], minlength=count)
+    edged = np.bincount(around[ring & ~flat], minlength=count)
+    outlined = edged >= ENCLOSED_SHARE * np.maximum(total, 1)
+    outlined[0] = False
+    return outlined[labels] & fitted
 
 
 def _sure_sides(mask: np.ndarray, band: int, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -330,14 +392,14 @@ def _sq_dist(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
 
 
 def _robust_stats(lab: np.ndarray, sq: np.ndarray, where: np.ndarray, radius: int,
-                  step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  step: int, least: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``_local_stats`` taken twice, the second time without the pixels the first found to be
     outliers: a coarse mask running a cell onto a neighbour (a wall over the skirting board)
     puts some of the neighbour in its "sure" part, which would widen the spread enough to let
     the whole neighbour in. ``sq``: the squared length of each pixel's ``lab``."""
-    mean, var, have = _local_stats(lab, sq, where, radius, step)
+    mean, var, have = _local_stats(lab, sq, where, radius, step, least)
     typical = _sq_dist(lab, mean) <= OUTLIER_SIGMAS**2 * (var + NOISE_FLOOR)
-    return _local_stats(lab, sq, where & typical, radius, step)
+    return _local_stats(lab, sq, where & typical, radius, step, least)
 
 
 def _resizers(shape: tuple[int, ...], step: int):
@@ -369,16 +431,17 @@ def _local_mean(values: np.ndarray, where: np.ndarray, radius: int, step: int) -
 
 
 def _local_stats(lab: np.ndarray, sq: np.ndarray, where: np.ndarray, radius: int,
-                 step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 step: int, least: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pixel: the mean Lab colour of the ``where`` pixels within ``radius``, their variance
-    (summed over the channels) and whether there are enough of them. Computed every ``step``
-    pixels and interpolated: the statistics vary slowly."""
+    (summed over the channels) and whether there are enough of them: a twentieth of the window,
+    or ``least`` pixels. Computed every ``step`` pixels and interpolated: the statistics vary
+    slowly."""
     small, big = _resizers(where.shape, step)
     r = max(1, radius // step)
     w_sum = _box_sum(small(where.astype(np.float32)), r)
     c_sum = _box_sum(small(lab * where[..., None]), r)
     s_sum = _box_sum(small(sq * where), r)
-    have = w_sum > 0.05 * (2 * r + 1) ** 2
+    have = w_sum > 0.05 * (2 * r + 1) ** 2 if least is None else w_sum * step * step >= least
     denom = np.maximum(w_sum, 1e-6)
     mean = c_sum / denom[..., None]
     var = np.maximum(s_sum / denom - _sq_dist(mean, 0.0), 0.0)

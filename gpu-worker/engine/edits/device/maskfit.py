@@ -28,6 +28,10 @@ Where torch has no equivalent of the host's OpenCV call, the port differs as fol
   the step, and at the window's in the port: the same blocks where the step is a multiple of
   the edge scale (always below 1440 px on the longer side, where that scale is one pixel),
   shifted by less than a block elsewhere (at 12 MP: step 14, edge scale 4).
+- Objects past the band (``maskfit.follow_objects``): they are found by connected-component
+  labelling with a count per component, which torch lacks; the host's step runs on host copies
+  of the photo's window around what the band took out and of the masks, and its answer comes
+  back to the device.
 - Colour: OpenCV's float RGB -> Lab decodes sRGB through a spline table; the port uses the
   decoded values OpenCV gives each 8-bit level and exact cube roots (engine/edits/device/lab.py),
   within a few hundredths of a Lab unit of OpenCV's.
@@ -48,7 +52,7 @@ from engine.edits.device import ops
 from engine.edits.device.lab import smoothed_lab
 from engine.maskfit import (BAND_CELLS, EDGE_MIN, EDGE_REACH, EDGE_SCALE_CELLS, EDGE_TEXTURE, JOIN_SIGMAS,
                             MIN_SPECK_CELLS, NOISE_FLOOR, OUTLIER_SIGMAS, RAMP_GROWTH, RAMP_MAX, SEPARATION,
-                            SHORT_CELLS, SURE_BLOCK_CELLS_INV, prediction_cell_px)
+                            SHORT_CELLS, SURE_BLOCK_CELLS_INV, follow_objects, prediction_cell_px)
 
 SPECK_BLOCK_CELLS = 0.25  # speck labelling's block side in prediction cells (a speck is >= 1 cell)
 
@@ -81,7 +85,15 @@ def fit_mask(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None
         out[window] = torch.where(unknown[window], decided, cleaned[window])
         smooth = _majority3(out[window])
         out[window] = torch.where(unknown[window], smooth, out[window])
+        out &= ~_follow_objects_on_host(rgb, cleaned & ~out & unknown, out, sure_in, cell)
     return clean_specks(out, min_area, block)
+
+
+def _follow_objects_on_host(rgb: torch.Tensor, taken: torch.Tensor, fitted: torch.Tensor, sure_in: torch.Tensor,
+                            cell: float) -> torch.Tensor:
+    """``maskfit.follow_objects`` on host copies (see the module's docstring)."""
+    host = [t.cpu().numpy() for t in (rgb, taken, fitted, sure_in)]
+    return torch.from_numpy(follow_objects(*host, cell)).to(fitted.device)
 
 
 def _sure_sides(mask: torch.Tensor, band: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
