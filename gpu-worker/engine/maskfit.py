@@ -53,7 +53,7 @@ turns it into a mask whose outline follows the photo:
    not followed), up to ``FOLLOW_CELLS`` cells. What is reached leaves the mask only where the
    photo outlines it: at least ``ENCLOSED_SHARE`` of the mask pixels around it are edge pixels
    (a foot on a floor is outlined; a ceiling running on into a crown molding it looks like is
-   not). Then step 1 again.
+   not), with the edge pixels around it nearer its colour than the inside's. Then step 1 again.
 
 The matte of the edits (engine/edits/blend.py) then anti-aliases along the same photo edges.
 Work is done tile by tile around the band only: the cost follows the outline's length.
@@ -216,7 +216,9 @@ def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, su
     edged = np.bincount(around[ring & ~flat], minlength=count)
     outlined = edged >= ENCLOSED_SHARE * np.maximum(total, 1)
     outlined[0] = False
-    return outlined[labels] & fitted
+    # its outline runs through the middle of the step: the edge pixels around it nearer its colour
+    rim = ring & ~flat & outlined[around] & (~have_in | (d_t < _sq_dist(lab, mean_in)))
+    return (outlined[labels] | rim) & fitted
 
 
 def _sure_sides(mask: np.ndarray, band: int, block: int) -> tuple[np.ndarray, np.ndarray]:

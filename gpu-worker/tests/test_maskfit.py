@@ -308,6 +308,54 @@ def test_an_edge_pixel_of_a_strip_too_narrow_for_statistics_goes_with_its_colour
     assert fitted[301:313].all() and fitted[300].mean() >= 0.99 and fitted[313].mean() >= 0.99
     assert not fitted[:299].any() and not fitted[315:].any()
 
+def floor_with_a_leg(shadow: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A light floor with a plank groove across it (a dark line one pixel wide) and a dark leg
+    14 px wide standing on it down to row 370; the floor's coarse mask leaves out the leg's
+    upper part, narrower than it is, down to row 330, and covers its foot whole, 30 rows deeper
+    than the band (two prediction cells, 8 px). ``shadow``: the leg ends at row 300 and the floor under it starts in the
+    leg's colour, lightening over 80 rows (a shadow, no edge). The photo, the leg, the coarse mask."""
+    rgb = plain_wall((720, 960), (200, 165, 120)).astype(np.float64)
+    rgb[360] = (70, 50, 35)  # the groove, touching the foot
+    leg = np.zeros((720, 960), bool)
+    end = 300 if shadow else 370
+    leg[:end, 473:487] = True
+    rgb[leg] = (70, 50, 35)
+    if shadow:
+        ramp = np.clip((np.arange(300, 380) - 300) / 80, 0, 1)[:, None, None]
+        rgb[300:380, 453:507] = (1 - ramp) * np.array([70, 50, 35]) + ramp * rgb[300:380, 453:507]
+    rgb = np.clip(rgb + np.random.default_rng(5).normal(0, 1.5, rgb.shape), 0, 255).astype(np.uint8)
+    coarse = np.ones((720, 960), bool)
+    coarse[:330, 476:484] = False
+    return rgb, leg, coarse
+
+
+def test_a_leg_the_floor_mask_covers_past_the_band_leaves_it():
+    """The band takes out the leg beside the coarse mask's hole; the leg's foot, deeper than the
+    band, is followed into the mask (it stayed in: the floor recolor painted it), outlined by
+    the photo. The groove it touches, one pixel wide, stays floor."""
+    rgb, leg, coarse = floor_with_a_leg()
+    fitted = fit_mask(rgb, coarse)
+    assert band_px(rgb.shape) < 10
+    foot = leg & (np.arange(720) >= 340)[:, None]
+    assert (fitted & foot).sum() <= 0.02 * foot.sum()
+    beside = ~leg & (cv2.dilate(leg.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0) & (np.arange(720) >= 340)[:, None]
+    assert fitted[beside].mean() >= 0.99
+    groove = np.zeros_like(leg)
+    groove[360, :450] = groove[360, 510:] = True
+    assert fitted[groove].all()
+
+
+def test_a_shadow_in_the_colour_of_what_was_taken_out_stays_in_the_mask():
+    """The floor under the leg starts in the leg's colour and lightens without an edge: followed
+    from the leg it is not outlined by the photo, so it stays floor."""
+    rgb, leg, coarse = floor_with_a_leg(shadow=True)
+    fitted = fit_mask(rgb, coarse)
+    shadow = np.zeros_like(leg)
+    shadow[300:340, 453:507] = True
+    assert fitted[shadow].mean() >= 0.97
+    assert (fitted & leg & (np.arange(720) < 290)[:, None]).sum() <= 0.02 * leg.sum()
+
+
 def test_edits_on_fitted_masks_hold_up_around_the_true_outlines(room):
     """The quality report's measure (scripts/mask_quality.py) on a room it does not use: within
     12 px of the true outline, fitted masks leave at most half the coarse masks' wrong pixels
