@@ -53,7 +53,9 @@ turns it into a mask whose outline follows the photo:
    not followed), up to ``FOLLOW_CELLS`` cells. What is reached leaves the mask only where the
    photo outlines it: at least ``ENCLOSED_SHARE`` of the mask pixels around it are edge pixels
    (a foot on a floor is outlined; a ceiling running on into a crown molding it looks like is
-   not), with the edge pixels around it nearer its colour than the inside's. Then step 1 again.
+   not), and its mean colour differs from the surface's around it by ``DISTINCT`` (a patch of
+   planks between their joints does not), with the edge pixels around it nearer its colour than
+   the inside's. Then step 1 again.
 
 The matte of the edits (engine/edits/blend.py) then anti-aliases along the same photo edges.
 Work is done tile by tile around the band only: the cost follows the outline's length.
@@ -92,6 +94,7 @@ BAND_CELLS = 2.0
 SURE_BLOCK_CELLS_INV = 4.0  # the sure sides are measured on blocks of a quarter cell (1 px at 1 MP)
 FOLLOW_CELLS = 16.0  # how far past the band an object taken out is followed into the mask
 ENCLOSED_SHARE = 0.8  # of the mask pixels around a followed object, at least this share are edge pixels
+DISTINCT = 10.0  # and its mean colour this far from the surface's around it (CIELAB; planks differ by less)
 
 
 def prediction_cell_px(shape: tuple[int, ...], grid: int = PREDICTION_GRID) -> float:
@@ -215,6 +218,13 @@ def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, su
     total = np.bincount(around[ring], minlength=count)
     edged = np.bincount(around[ring & ~flat], minlength=count)
     outlined = edged >= ENCLOSED_SHARE * np.maximum(total, 1)
+    # and it looks unlike the surface around it (planks between their joints do not)
+    wide = 2 * EDGE_REACH * scale + 1
+    near = cv2.dilate(labels.astype(np.float32), np.ones((wide, wide), np.uint8)).astype(np.int32)
+    surface = fitted & flat & ~reached & ~ring & (near > 0)
+    own_mean = _label_means(lab, labels, reached, count)
+    around_mean = _label_means(lab, near, surface, count)
+    outlined &= _sq_dist(own_mean, around_mean) >= DISTINCT**2
     outlined[0] = False
     # its outline runs through the middle of the step: the edge pixels around it nearer its colour
     rim = ring & ~flat & outlined[around] & (~have_in | (d_t < _sq_dist(lab, mean_in)))
@@ -384,6 +394,15 @@ def _reach(seed: np.ndarray, edge: np.ndarray, steps: int, scale: int) -> np.nda
     if scale > 1:
         grown = cv2.resize(grown, (small[0] * scale, small[1] * scale), interpolation=cv2.INTER_NEAREST)[:h, :w]
     return grown.astype(bool)
+
+
+def _label_means(lab: np.ndarray, labels: np.ndarray, where: np.ndarray, count: int) -> np.ndarray:
+    """The mean colour of the ``where`` pixels of each label (``count`` labels; nan where none)."""
+    idx = labels[where]
+    n = np.bincount(idx, minlength=count).astype(np.float64)
+    sums = np.stack([np.bincount(idx, lab[..., c][where], minlength=count) for c in range(3)], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / n[:, None]).astype(np.float32)
 
 
 def _sq_dist(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
