@@ -140,9 +140,10 @@ def _drop_small(mask: np.ndarray, min_area: float, keep_border: bool = False) ->
     return mask & ~small[labels]
 
 
-def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) -> np.ndarray:
+def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None, follow: bool = True) -> np.ndarray:
     """``mask`` (bool H x W) with specks cleaned and its outline moved onto ``rgb``'s edges
-    within one prediction cell (``cell`` px; by default the SAM3 grid's at this size)."""
+    within one prediction cell (``cell`` px; by default the SAM3 grid's at this size).
+    ``follow``: step 5 too (it only takes pixels out)."""
     cell = prediction_cell_px(mask.shape) if cell is None else cell
     if cell < 1.0:  # the prediction is as fine as the photo: nothing coarse to fit
         return mask.copy()
@@ -167,7 +168,8 @@ def fit_mask(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) ->
     # majority of each 3 x 3 neighbourhood, on the band only
     smooth = cv2.medianBlur(out.astype(np.uint8) * 255, 3) > 127
     out = np.where(unknown, smooth, out)
-    out &= ~follow_objects(rgb, cleaned & ~out & unknown, out, sure_in, cell)
+    if follow:
+        out &= ~follow_objects(rgb, cleaned & ~out & unknown, out, sure_in, cell)
     return clean_specks(out, min_area)
 
 
@@ -254,8 +256,9 @@ def _sure_sides(mask: np.ndarray, band: int, block: int) -> tuple[np.ndarray, np
 
 def fit_protect(rgb: np.ndarray, mask: np.ndarray, *, cell: float | None = None) -> np.ndarray:
     """A protect mask may grow to the photo edge it belongs to, never shrink: the union of the
-    given mask and its fitted outline."""
-    return mask | fit_mask(rgb, mask, cell=cell)
+    given mask and its fitted outline (without following objects past the band, which only
+    takes pixels out)."""
+    return mask | fit_mask(rgb, mask, cell=cell, follow=False)
 
 
 def _decide(rgb: np.ndarray, coarse: np.ndarray, sure_in: np.ndarray, sure_out: np.ndarray, need: np.ndarray,

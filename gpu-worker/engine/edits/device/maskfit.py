@@ -61,7 +61,7 @@ def speck_block_px(cell: float) -> int:
     return max(1, int(round(SPECK_BLOCK_CELLS * cell)))
 
 
-def fit_mask(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None) -> torch.Tensor:
+def fit_mask(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None, follow: bool = True) -> torch.Tensor:
     """``maskfit.fit_mask`` on ``mask``'s device: ``rgb`` uint8 H x W x 3, ``mask`` bool H x W."""
     cell = prediction_cell_px(tuple(mask.shape)) if cell is None else cell
     if cell < 1.0:
@@ -85,7 +85,8 @@ def fit_mask(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None
         out[window] = torch.where(unknown[window], decided, cleaned[window])
         smooth = _majority3(out[window])
         out[window] = torch.where(unknown[window], smooth, out[window])
-        out &= ~_follow_objects_on_host(rgb, cleaned & ~out & unknown, out, sure_in, cell)
+        if follow:
+            out &= ~_follow_objects_on_host(rgb, cleaned & ~out & unknown, out, sure_in, cell)
     return clean_specks(out, min_area, block)
 
 
@@ -118,8 +119,8 @@ def _disk_rows_within(band: int, block: int) -> tuple[int, ...]:
 
 
 def fit_protect(rgb: torch.Tensor, mask: torch.Tensor, *, cell: float | None = None) -> torch.Tensor:
-    """Grow only: ``mask`` or its fitted outline (every given pixel stays in)."""
-    return mask | fit_mask(rgb, mask, cell=cell)
+    """Grow only: ``mask`` or its fitted outline (every given pixel stays in; no following)."""
+    return mask | fit_mask(rgb, mask, cell=cell, follow=False)
 
 
 # -- specks ----------------------------------------------------------------------------------
