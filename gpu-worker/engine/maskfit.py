@@ -64,6 +64,7 @@ Work is done tile by tile around the band only: the cost follows the outline's l
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -177,7 +178,8 @@ def follow_objects(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, sure_
                    cell: float) -> np.ndarray:
     """The pixels of ``fitted`` that belong to the objects ``taken`` out of the coarse mask in
     its band, followed into the mask past the band (step 5 of the module's docstring). Worked
-    on the window around what was taken, ``FOLLOW_CELLS`` cells wider."""
+    on the window around what was taken, ``FOLLOW_CELLS`` cells wider; where the edge scale is
+    more than a pixel, on blocks of it (``_follow_on_blocks``)."""
     follow = int(math.ceil(FOLLOW_CELLS * cell))
     found = np.zeros_like(fitted)
     rows, cols = np.flatnonzero(taken.any(axis=1)), np.flatnonzero(taken.any(axis=0))
@@ -186,12 +188,53 @@ def follow_objects(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, sure_
     h, w = taken.shape
     win = (slice(max(rows[0] - follow, 0), min(rows[-1] + follow + 1, h)),
            slice(max(cols[0] - follow, 0), min(cols[-1] + follow + 1, w)))
-    found[win] = _follow_in_window(rgb[win], taken[win], fitted[win], sure_in[win], cell, follow)
+    scale = max(1, round(EDGE_SCALE_CELLS * cell))
+    if scale == 1:
+        found[win] = _follow_in_window(rgb[win], taken[win], fitted[win], sure_in[win], cell, follow).found
+    else:
+        found[win] = _follow_on_blocks(rgb[win], taken[win], fitted[win], sure_in[win], cell, scale)
     return found
 
 
+def _follow_on_blocks(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, sure_in: np.ndarray, cell: float,
+                      scale: int) -> np.ndarray:
+    """``follow_objects`` on ``scale`` x ``scale`` blocks (the edge scale: the photo at the size
+    where it is one pixel, a few seconds less a mask at 12 MP), then back to pixels: those of the
+    blocks on and beside a followed object go with the nearer of its mean colour and the mean
+    colour of the surface around it."""
+    h, w = taken.shape
+    size = (-(-w // scale), -(-h // scale))
+
+    def small(mask: np.ndarray) -> np.ndarray:
+        return cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+
+    blocks = _follow_in_window(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), small(taken), small(fitted),
+                               small(sure_in), cell / scale, int(math.ceil(FOLLOW_CELLS * cell / scale)))
+    objects = np.where(blocks.outlined[blocks.labels], blocks.labels, 0).astype(np.float32)
+    # its border's edge pixels lie up to two blocks beside it (an edge is measured over two)
+    objects = cv2.dilate(objects, np.ones((5, 5), np.uint8))
+    ids = cv2.resize(objects, (size[0] * scale, size[1] * scale), interpolation=cv2.INTER_NEAREST)[:h, :w]
+    ids = ids.astype(np.int32)
+    ys, xs = np.nonzero(fitted & (ids > 0))
+    found = np.zeros_like(fitted)
+    if ys.size:
+        lab = cv2.cvtColor(rgb[ys, xs][None].astype(np.float32) * (1 / 255), cv2.COLOR_RGB2Lab)[0]
+        at = ids[ys, xs]
+        nearer = _sq_dist(lab, blocks.own_mean[at]) < _sq_dist(lab, blocks.around_mean[at])
+        found[ys[nearer], xs[nearer]] = True
+    return found
+
+
+class _Followed(NamedTuple):
+    found: np.ndarray  # the pixels taken out of the mask
+    labels: np.ndarray  # the objects followed (connected components, 0: none)
+    outlined: np.ndarray  # per label: taken out (outlined by the photo, unlike the surface)
+    own_mean: np.ndarray  # per label: its mean colour (CIELAB)
+    around_mean: np.ndarray  # per label: the surface's around it
+
+
 def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, sure_in: np.ndarray,
-                      cell: float, follow: int) -> np.ndarray:
+                      cell: float, follow: int) -> _Followed:
     lab = cv2.GaussianBlur(cv2.cvtColor(rgb.astype(np.float32) * (1 / 255), cv2.COLOR_RGB2Lab), (0, 0), SMOOTH_SIGMA)
     sq = _sq_dist(lab, 0.0)
     band = int(math.ceil(BAND_CELLS * cell)) + 1
@@ -209,12 +252,13 @@ def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, su
     width = max(3, 2 * int(round(cell / 2)) + 1)  # at least a cell wide: no groove, no seam
     like = cv2.morphologyEx(like.astype(np.uint8), cv2.MORPH_OPEN,
                             cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))).view(bool) & flat
-    seed = taken & flat
+    seed = taken
     reached = _reach(seed, ~(like | seed), follow, scale) & (like | seed)
     # kept only where the photo outlines it: most mask pixels around it are edge pixels
     count, labels = cv2.connectedComponents(reached.astype(np.uint8), connectivity=8)
     if count <= 1:
-        return np.zeros_like(fitted)
+        none = np.zeros(1, np.float32)
+        return _Followed(np.zeros_like(fitted), labels, np.zeros(1, bool), none, none)
     around = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
     ring = fitted & ~reached & (around > 0)
     total = np.bincount(around[ring], minlength=count)
@@ -230,7 +274,7 @@ def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, su
     outlined[0] = False
     # its outline runs through the middle of the step: the edge pixels around it nearer its colour
     rim = ring & ~flat & outlined[around] & (~have_in | (d_t < _sq_dist(lab, mean_in)))
-    return (outlined[labels] | rim) & fitted
+    return _Followed((outlined[labels] | rim) & fitted, labels, outlined, own_mean, around_mean)
 
 
 def _sure_sides(mask: np.ndarray, band: int, block: int) -> tuple[np.ndarray, np.ndarray]:

@@ -311,52 +311,59 @@ def test_an_edge_pixel_of_a_strip_too_narrow_for_statistics_goes_with_its_colour
     assert fitted[301:313].all() and fitted[300].mean() >= 0.99 and fitted[313].mean() >= 0.99
     assert not fitted[:299].any() and not fitted[315:].any()
 
-def floor_with_a_leg(shadow: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A light floor with a plank groove across it (a dark line one pixel wide) and a dark leg
+def floor_with_a_leg(shadow: bool = False, k: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A light floor with a plank groove across it (a dark line ``k`` pixels wide) and a dark leg
     14 px wide standing on it down to row 370; the floor's coarse mask leaves out the leg's
     upper part, narrower than it is, down to row 330, and covers its foot whole, 30 rows deeper
-    than the band (two prediction cells, 8 px). ``shadow``: the leg ends at row 300 and the floor under it starts in the
-    leg's colour, lightening over 80 rows (a shadow, no edge). The photo, the leg, the coarse mask."""
-    rgb = plain_wall((720, 960), (200, 165, 120)).astype(np.float64)
-    rgb[360] = (70, 50, 35)  # the groove, touching the foot
-    leg = np.zeros((720, 960), bool)
+    than the band (two prediction cells, 8 px). ``shadow``: the leg ends at row 300 and the floor
+    under it starts in the leg's colour, lightening over 80 rows (a shadow, no edge). At 960 x 720,
+    every length ``k`` times larger. The photo, the leg, the coarse mask."""
+    rgb = plain_wall((720 * k, 960 * k), (200, 165, 120)).astype(np.float64)
+    rgb[360 * k:361 * k] = (70, 50, 35)  # the groove, touching the foot
+    leg = np.zeros((720 * k, 960 * k), bool)
     end = 300 if shadow else 370
-    leg[:end, 473:487] = True
+    leg[:end * k, 473 * k:487 * k] = True
     rgb[leg] = (70, 50, 35)
     if shadow:
-        ramp = np.clip((np.arange(300, 380) - 300) / 80, 0, 1)[:, None, None]
-        rgb[300:380, 453:507] = (1 - ramp) * np.array([70, 50, 35]) + ramp * rgb[300:380, 453:507]
+        rows, cols = slice(300 * k, 380 * k), slice(453 * k, 507 * k)
+        ramp = np.clip(np.arange(80 * k) / (80 * k), 0, 1)[:, None, None]
+        rgb[rows, cols] = (1 - ramp) * np.array([70, 50, 35]) + ramp * rgb[rows, cols]
     rgb = np.clip(rgb + np.random.default_rng(5).normal(0, 1.5, rgb.shape), 0, 255).astype(np.uint8)
-    coarse = np.ones((720, 960), bool)
-    coarse[:330, 476:484] = False
+    coarse = np.ones((720 * k, 960 * k), bool)
+    coarse[:330 * k, 476 * k:484 * k] = False
     return rgb, leg, coarse
 
 
-def test_a_leg_the_floor_mask_covers_past_the_band_leaves_it():
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_leg_the_floor_mask_covers_past_the_band_leaves_it(k):
     """The band takes out the leg beside the coarse mask's hole; the leg's foot, deeper than the
     band, is followed into the mask (it stayed in: the floor recolor painted it), outlined by
-    the photo. The groove it touches, one pixel wide, stays floor."""
-    rgb, leg, coarse = floor_with_a_leg()
+    the photo. The groove it touches, a prediction cell thin, stays floor. At three times the size
+    (the edge scale three pixels) the objects are followed on blocks and their border pixels
+    decided by colour."""
+    rgb, leg, coarse = floor_with_a_leg(k=k)
     fitted = fit_mask(rgb, coarse)
-    assert band_px(rgb.shape) < 10
-    foot = leg & (np.arange(720) >= 340)[:, None]
+    assert band_px(rgb.shape) < 10 * k
+    rows = (np.arange(720 * k) >= 340 * k)[:, None]
+    foot = leg & rows
     assert (fitted & foot).sum() <= 0.02 * foot.sum()
-    beside = ~leg & (cv2.dilate(leg.astype(np.uint8), np.ones((41, 41), np.uint8)) > 0) & (np.arange(720) >= 340)[:, None]
+    beside = ~leg & (cv2.dilate(leg.astype(np.uint8), np.ones((41 * k, 41 * k), np.uint8)) > 0) & rows
     assert fitted[beside].mean() >= 0.99
     groove = np.zeros_like(leg)
-    groove[360, :450] = groove[360, 510:] = True
+    groove[360 * k:361 * k, :450 * k] = groove[360 * k:361 * k, 510 * k:] = True
     assert fitted[groove].all()
 
 
-def test_a_shadow_in_the_colour_of_what_was_taken_out_stays_in_the_mask():
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_shadow_in_the_colour_of_what_was_taken_out_stays_in_the_mask(k):
     """The floor under the leg starts in the leg's colour and lightens without an edge: followed
     from the leg it is not outlined by the photo, so it stays floor."""
-    rgb, leg, coarse = floor_with_a_leg(shadow=True)
+    rgb, leg, coarse = floor_with_a_leg(shadow=True, k=k)
     fitted = fit_mask(rgb, coarse)
     shadow = np.zeros_like(leg)
-    shadow[300:340, 453:507] = True
+    shadow[300 * k:340 * k, 453 * k:507 * k] = True
     assert fitted[shadow].mean() >= 0.97
-    assert (fitted & leg & (np.arange(720) < 290)[:, None]).sum() <= 0.02 * leg.sum()
+    assert (fitted & leg & (np.arange(720 * k) < 290 * k)[:, None]).sum() <= 0.02 * leg.sum()
 
 
 def test_edits_on_fitted_masks_hold_up_around_the_true_outlines(room):
