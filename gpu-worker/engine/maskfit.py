@@ -247,12 +247,12 @@ def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, su
     far_step = max(1, follow // 4)
     mean_t, var_t, have_t = _robust_stats(lab, sq, taken, follow, far_step, least=cell * cell)
     d_t = _sq_dist(lab, mean_t)
-    like = fitted & have_t & (d_t <= OUTLIER_SIGMAS**2 * (var_t + NOISE_FLOOR))
-    like &= ~have_in | (d_t < _sq_dist(lab, mean_in))
+    its_colour = have_t & (d_t <= OUTLIER_SIGMAS**2 * (var_t + NOISE_FLOOR)) & (~have_in | (d_t < _sq_dist(lab, mean_in)))
+    like = fitted & its_colour
     width = max(3, 2 * int(round(cell / 2)) + 1)  # at least a cell wide: no groove, no seam
     like = cv2.morphologyEx(like.astype(np.uint8), cv2.MORPH_OPEN,
                             cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width))).view(bool) & flat
-    seed = taken
+    seed = taken & (flat | its_colour)  # not the blends of its border with the surface
     reached = _reach(seed, ~(like | seed), follow, scale) & (like | seed)
     # kept only where the photo outlines it: most mask pixels around it are edge pixels
     count, labels = cv2.connectedComponents(reached.astype(np.uint8), connectivity=8)

@@ -35,8 +35,9 @@ from engine.segmenter import ConceptMasks, Instance, Outline, Segmentation
 
 
 class ConceptFitter(Protocol):
-    def fit(self, found: ConceptMasks, grow_only: bool) -> ConceptMasks:
-        """The concept's union fitted (grown only, with ``grow_only``), its instances following it."""
+    def fit(self, found: ConceptMasks, grow_only: bool, surface: bool = True) -> ConceptMasks:
+        """The concept's union fitted (grown only, with ``grow_only``; objects the fit takes out of
+        a ``surface``'s band are followed into it), its instances following it."""
         ...
 
 
@@ -46,8 +47,8 @@ class HostFitter:
     def __init__(self, rgb: np.ndarray) -> None:
         self.rgb, self.band = rgb, band_px(rgb.shape)
 
-    def fit(self, found: ConceptMasks, grow_only: bool) -> ConceptMasks:
-        union = (fit_protect if grow_only else fit_mask)(self.rgb, found.union)
+    def fit(self, found: ConceptMasks, grow_only: bool, surface: bool = True) -> ConceptMasks:
+        union = fit_protect(self.rgb, found.union) if grow_only else fit_mask(self.rgb, found.union, follow=surface)
         followed = (_follow(inst, union, self.band) for inst in found.instances)
         # ids stay as they were: rules of later ``apply`` jobs name instances by id
         return ConceptMasks(found.concept, union, [inst for inst in followed if inst.area], outline=Outline.FITTED)
@@ -68,7 +69,10 @@ def fit_masks(rgb: np.ndarray, masks: Segmentation, plan: Plan, fitter: ConceptF
         if found.outline.follows_photo:
             fitted[name] = found
         elif found.holds_pixels():
-            fitted[name] = fitter.fit(found, name in grow_only)
+            # objects a surface's mask swallows are followed into it; an object's own mask (a
+            # multi-instance concept: furniture) holds faces of other shades that would be taken
+            surface = concept is not None and not concept.multi_instance
+            fitted[name] = fitter.fit(found, name in grow_only, surface)
         else:  # an empty mask fits to itself (no outline to move): no full-frame passes for it
             fitted[name] = ConceptMasks(name, np.zeros(found.shape, bool), outline=Outline.FITTED)
     derived = derive_masks(rgb, fitted, [c for c in wanted if c.name not in fitted])

@@ -32,6 +32,12 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 INTERIOR = PRESETS["interior"]
 
 
+def _surface(name: str) -> bool:
+    """Whether the fit follows objects into this concept's mask (``plan_masks.fit_masks``)."""
+    concept = INTERIOR.concepts.get(name) or PRESETS["seller"].concepts.get(name)
+    return concept is not None and not concept.multi_instance
+
+
 @pytest.fixture(scope="module")
 def scenes():
     """(photo, exact masks, segmenter-like masks, the host's fit of each non-empty one)."""
@@ -41,7 +47,7 @@ def scenes():
         rooms.append((rgb, exact, segmenter_like(exact, seed=21 + seed)))
     rgb, exact = render_product(360, 360, seed=1)
     rooms.append((rgb, exact, segmenter_like(exact, seed=21)))
-    return [(rgb, exact, coarse, {n: host.fit_mask(rgb, m) for n, m in coarse.items() if m.any()})
+    return [(rgb, exact, coarse, {n: host.fit_mask(rgb, m, follow=_surface(n)) for n, m in coarse.items() if m.any()})
             for rgb, exact, coarse in rooms]
 
 
@@ -57,7 +63,8 @@ def test_torch_fit_decides_the_band_as_the_host_fit(scenes, device):
         for rgb, _, coarse, fitted in scenes:
             photo = torch.from_numpy(rgb).to(device)
             for name, ours in fitted.items():
-                theirs = device_fit.fit_mask(photo, torch.from_numpy(coarse[name]).to(device)).cpu().numpy()
+                theirs = device_fit.fit_mask(photo, torch.from_numpy(coarse[name]).to(device),
+                                             follow=_surface(name)).cpu().numpy()
                 assert (ours ^ theirs).sum() <= max(5, 0.003 * (ours ^ coarse[name]).sum()), name
 
 
@@ -156,7 +163,8 @@ def test_torch_fit_decides_few_pixels_otherwise_on_segmenter_like_masks(scenes, 
         photo = torch.from_numpy(rgb).to(device)
         changed = otherwise = 0
         for name, ours in fitted.items():
-            theirs = device_fit.fit_mask(photo, torch.from_numpy(coarse[name]).to(device)).cpu().numpy()
+            theirs = device_fit.fit_mask(photo, torch.from_numpy(coarse[name]).to(device),
+                                         follow=_surface(name)).cpu().numpy()
             changed += int((ours ^ coarse[name]).sum())
             otherwise += int((ours ^ theirs).sum())
         assert changed > 500 and otherwise <= 0.04 * changed

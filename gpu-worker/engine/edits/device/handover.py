@@ -31,10 +31,10 @@ class DeviceFitter:
         self.photo = torch.from_numpy(np.ascontiguousarray(rgb)).to(device)
         self.band = band_px(rgb.shape)
 
-    def fit(self, found: ConceptMasks, grow_only: bool) -> ConceptMasks:
+    def fit(self, found: ConceptMasks, grow_only: bool, surface: bool = True) -> ConceptMasks:
         with torch.inference_mode():
             given = on_device(found.edit_mask, self.device)
-            union = (fit_protect if grow_only else fit_mask)(self.photo, given)
+            union = fit_protect(self.photo, given) if grow_only else fit_mask(self.photo, given, follow=surface)
             followed = (follow(inst, union, self.band) for inst in found.instances)
             # ids stay as they were: rules of later ``apply`` jobs name instances by id
             return ConceptMasks(found.concept, None, [inst for inst in followed if inst.area], union,
