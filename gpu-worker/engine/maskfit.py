@@ -46,16 +46,20 @@ turns it into a mask whose outline follows the photo:
      inside is that narrow (a lamp pole the coarse mask holds, all edge pixels) it stays as the
      coarse mask has it when its colour is an outlier of those flat pixels'.
 4. A majority filter removes single-pixel speckle along the new outline.
-5. Objects past the band (``follow_objects``): what step 3 took out is often the end of an
-   object the coarse mask swallows deeper than the band (a table leg whose foot the floor mask
-   covers whole). From the pixels taken out, the object is followed into the mask through flat
-   pixels of their colour, nearer it than the inside's, at least a cell wide (a plank's groove is
-   not followed), up to ``FOLLOW_CELLS`` cells. What is reached leaves the mask only where the
+5. Objects past the band (``follow_objects``; for a surface's mask, ``follow``: an object's
+   own mask, furniture, holds faces of other shades this would take): what step 3 took out is
+   often the end of an object the coarse mask swallows deeper than the band (a table leg whose
+   foot the floor mask covers whole). From the pixels taken out (flat, or of their colour: not
+   the blends of their border with the surface), the object is followed into the mask through
+   flat pixels of their colour, nearer it than the inside's, at least a cell wide (a plank's
+   groove is not followed), up to ``FOLLOW_CELLS`` cells. What is reached leaves the mask only where the
    photo outlines it: at least ``ENCLOSED_SHARE`` of the mask pixels around it are edge pixels
    (a foot on a floor is outlined; a ceiling running on into a crown molding it looks like is
    not), and its mean colour differs from the surface's around it by ``DISTINCT`` (a patch of
    planks between their joints does not), with the edge pixels around it nearer its colour than
-   the inside's. Then step 1 again.
+   the inside's. Where the edge scale is more than a pixel (above 1440 px), this runs on blocks
+   of it and the pixels beside a followed object go with the nearer of its colour and the
+   surface's. Then step 1 again.
 
 The matte of the edits (engine/edits/blend.py) then anti-aliases along the same photo edges.
 Work is done tile by tile around the band only: the cost follows the outline's length.
@@ -264,6 +268,7 @@ def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, su
     total = np.bincount(around[ring], minlength=count)
     edged = np.bincount(around[ring & ~flat], minlength=count)
     outlined = edged >= ENCLOSED_SHARE * np.maximum(total, 1)
+    outlined &= np.bincount(labels[reached & fitted], minlength=count) > 0  # reached into the mask
     # and it looks unlike the surface around it (planks between their joints do not)
     wide = 2 * EDGE_REACH * scale + 1
     near = cv2.dilate(labels.astype(np.float32), np.ones((wide, wide), np.uint8)).astype(np.int32)
