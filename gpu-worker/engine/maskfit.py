@@ -52,8 +52,8 @@ turns it into a mask whose outline follows the photo:
    foot the floor mask covers whole). From the pixels taken out (flat, or of their colour: not
    the blends of their border with the surface), the object is followed into the mask through
    flat pixels of their colour, nearer it than the inside's, at least a cell wide (a plank's
-   groove is not followed), up to ``FOLLOW_CELLS`` cells. What is reached leaves the mask only where the
-   photo outlines it: at least ``ENCLOSED_SHARE`` of the mask pixels around it are edge pixels
+   groove is not followed), up to ``FOLLOW_CELLS`` cells. What is reached leaves the mask only
+   where the photo outlines it: at least ``ENCLOSED_SHARE`` of the mask pixels around it are edge pixels
    (a foot on a floor is outlined; a ceiling running on into a crown molding it looks like is
    not), and its mean colour differs from the surface's around it by ``DISTINCT`` (a patch of
    planks between their joints does not), with the edge pixels around it nearer its colour than
@@ -251,7 +251,8 @@ def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, su
     far_step = max(1, follow // 4)
     mean_t, var_t, have_t = _robust_stats(lab, sq, taken, follow, far_step, least=cell * cell)
     d_t = _sq_dist(lab, mean_t)
-    its_colour = have_t & (d_t <= OUTLIER_SIGMAS**2 * (var_t + NOISE_FLOOR)) & (~have_in | (d_t < _sq_dist(lab, mean_in)))
+    nearer_it = ~have_in | (d_t < _sq_dist(lab, mean_in))
+    its_colour = have_t & (d_t <= OUTLIER_SIGMAS**2 * (var_t + NOISE_FLOOR)) & nearer_it
     like = fitted & its_colour
     width = max(3, 2 * int(round(cell / 2)) + 1)  # at least a cell wide: no groove, no seam
     like = cv2.morphologyEx(like.astype(np.uint8), cv2.MORPH_OPEN,
@@ -261,7 +262,7 @@ def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, su
     # kept only where the photo outlines it: most mask pixels around it are edge pixels
     count, labels = cv2.connectedComponents(reached.astype(np.uint8), connectivity=8)
     if count <= 1:
-        none = np.zeros(1, np.float32)
+        none = np.zeros((1, 3), np.float32)
         return _Followed(np.zeros_like(fitted), labels, np.zeros(1, bool), none, none)
     around = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
     ring = fitted & ~reached & (around > 0)
@@ -278,7 +279,7 @@ def _follow_in_window(rgb: np.ndarray, taken: np.ndarray, fitted: np.ndarray, su
     outlined &= _sq_dist(own_mean, around_mean) >= DISTINCT**2
     outlined[0] = False
     # its outline runs through the middle of the step: the edge pixels around it nearer its colour
-    rim = ring & ~flat & outlined[around] & (~have_in | (d_t < _sq_dist(lab, mean_in)))
+    rim = ring & ~flat & outlined[around] & nearer_it
     return _Followed((outlined[labels] | rim) & fitted, labels, outlined, own_mean, around_mean)
 
 
